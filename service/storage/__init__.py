@@ -1,0 +1,1 @@
+"""Archive stores: where archived images and manifests live."""

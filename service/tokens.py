@@ -1,0 +1,41 @@
+"""Signed tokens: webhook URL tokens and expiring file links.
+
+ModelsLab signs nothing, so the secret in the webhook URL is what stands between the
+internet and the archive: HMAC-SHA256(secret, provider + track_id), URL-safe base64,
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+
+def _mac(secret: bytes, message: str) -> str:
+    digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def webhook_token(secret: bytes, provider: str, track_id: str) -> str:
+    return _mac(secret, f"{provider}{track_id}")
+
+
+def verify_webhook_token(secret: bytes, provider: str, track_id: str, token: str | None) -> bool:
+    if not token:
+        return False
+    expected = webhook_token(secret, provider, track_id)
+    return hmac.compare_digest(expected.encode(), token.encode())
+
+
+def file_signature(secret: bytes, key: str, expires_at: int) -> str:
+    # A distinct prefix keeps a file signature from ever being valid as a webhook token.
+    return _mac(secret, f"file:{expires_at}:{key}")
+
+
+def verify_file_signature(
+    secret: bytes, key: str, expires_at: int, signature: str | None, now: float
+) -> bool:
+    if not signature or expires_at < now:
+        return False
+    return hmac.compare_digest(file_signature(secret, key, expires_at).encode(), signature.encode())
