@@ -34,9 +34,9 @@ KNOWN_OUTPUT_HOSTS: tuple[str, ...] = (
     "fal.media",
 )
 
-DEV_API_TOKEN = "genvault-dev-token"
+DEV_API_TOKEN = "genvault-dev-token"  # noqa: S105 - `genvault dev` only, on loopback
 # Only ever used by `genvault dev`, which listens on loopback.
-DEV_SECRET_KEY = "genvault-dev-secret-not-for-production"
+DEV_SECRET_KEY = "genvault-dev-secret-not-for-production"  # noqa: S105
 
 MIB = 1024 * 1024
 

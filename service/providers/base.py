@@ -38,6 +38,8 @@ class ProviderResult:
     width: int | None = None
     height: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The `track_id` a webhook body carries (ModelsLab sends a string or a number).
+    track_id: str | None = None
 
 
 class ProviderError(TransientError):
@@ -69,7 +71,10 @@ class Provider(Protocol):
         webhook_url: str | None,
         track_id: str,
     ) -> ProviderResult:
-        """Send a generation request. Raises ProviderError / ProviderRejected / ProviderAuthError."""
+        """Send a generation request.
+
+        Raises ProviderError (retry), ProviderRejected or ProviderAuthError (fail the job).
+        """
 
     def fetch(self, endpoint: str, request_id: str | None, fetch_url: str | None) -> ProviderResult:
         """Poll a request's state, preferring ``fetch_url`` when the provider gave one."""

@@ -1,0 +1,41 @@
+"""POST /webhooks/{provider}/{track_id}: the providers' way in. Verify, record, acknowledge."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from service import metrics
+from service.api.context import container
+from service.callbacks import CallbackTooLarge
+from service.errors import RequestError
+
+bp = Blueprint("webhooks", __name__)
+
+
+def _read_capped(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise CallbackTooLarge(f"the callback body is larger than {limit} bytes")
+    # Content-Length may be absent (chunked) or wrong: read one byte past the cap to know.
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise CallbackTooLarge(f"the callback body is larger than {limit} bytes")
+    return body
+
+
+@bp.post("/webhooks/<provider>/<track_id>")
+def receive(provider: str, track_id: str) -> tuple[Response, int]:
+    c = container()
+    started = time.perf_counter()
+    try:
+        c.receiver.authenticate(provider, track_id, request.args.get("token"))
+        body = _read_capped(c.settings.webhook_max_bytes)
+        outcome = c.receiver.receive(provider, track_id, body)
+    except RequestError as exc:
+        metrics.WEBHOOKS.labels(provider if provider in c.providers else "unknown", exc.code).inc()
+        raise
+    metrics.WEBHOOKS.labels(provider, outcome.value).inc()
+    metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+    c.wake_workers()
+    return jsonify({"status": outcome.value}), 200

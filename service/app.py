@@ -1,0 +1,29 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from service.api import errors, jobs, ops, webhooks
+from service.api.context import EXTENSION
+from service.config import Settings, load_settings
+from service.logs import configure as configure_logging
+from service.wiring import Container, build
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> Flask:
+    """Build the app. With no arguments (gunicorn), settings come from the environment."""
+    if container is None:
+        settings = settings or load_settings()
+        configure_logging(settings.log_level, settings.log_json)
+        container = build(settings)
+    app = Flask("genvault")
+    # Flask refuses larger bodies with 413 before a view runs; webhooks cap lower themselves.
+    app.config["MAX_CONTENT_LENGTH"] = container.settings.request_max_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = container
+    errors.register(app)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(ops.bp)
+    return app

@@ -1,0 +1,294 @@
+"""The archive use-case: download → verify → store every image → then the manifest.
+
+Two phases keep a bad file from leaving a job half-archived: every output is downloaded
+and verified into a private temporary directory first, and only when all of them pass does
+anything reach the store. Storing is write-once and keyed deterministically, so a task that
+runs twice (a replayed webhook, a worker that died mid-way) ends with the same objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from service import layout, manifest, metrics, records, results
+from service.config import NsfwPolicy
+from service.db.models import Asset, Job
+from service.db.session import Database
+from service.db.types import utcnow
+from service.errors import PermanentError
+from service.jobs import JobStatus
+from service.payloads import decode_base64_file, write_data_uri
+from service.providers.endpoints import expected_size, get_endpoint
+from service.queue import ClaimedTask
+from service.redact import describe_source
+from service.storage.base import ArchiveStore, ObjectExists
+from service.verify import ImageInfo, verify_image
+
+log = logging.getLogger(__name__)
+
+
+class Fetcher(Protocol):
+    def fetch(self, url: str, dest: Path) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An image downloaded and verified, waiting in the temporary directory to be stored."""
+
+    role: str
+    index: int
+    source_url: str
+    path: Path
+    sha256: str
+    size: int
+    info: ImageInfo
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+
+
+def input_urls(job: Job) -> list[str]:
+    """The job's input images (init_image, image_url, …) in a stable order."""
+    urls: list[str] = []
+    for name in get_endpoint(job.endpoint).input_fields:
+        value = job.params.get(name)
+        if isinstance(value, str) and value:
+            urls.append(value)
+        elif isinstance(value, list):
+            urls.extend(v for v in value if isinstance(v, str) and v)
+    return urls
+
+
+class ImageStager:
+    """Turns an image location (URL, base64 file URL, data: URI) into a verified local file."""
+
+    def __init__(self, fetcher: Fetcher, limits: ImageLimits) -> None:
+        self.fetcher = fetcher
+        self.limits = limits
+
+    def stage(self, role: str, index: int, url: str, workdir: Path, *, base64_file: bool) -> Staged:
+        raw = workdir / f"{role}-{index}.download"
+        declared: str | None = None
+        if url.startswith("data:"):
+            size, sha256 = write_data_uri(url, raw, self.limits.max_bytes)
+            path = raw
+        else:
+            got = self.fetcher.fetch(url, raw)
+            path, size, sha256, declared = got.path, got.size, got.sha256, got.content_type
+            if base64_file or url.split("?", 1)[0].endswith(".base64"):
+                # ModelsLab's base64 mode serves a text file of image data: archive the image.
+                path = workdir / f"{role}-{index}.decoded"
+                size, sha256 = decode_base64_file(raw, path, self.limits.max_bytes)
+                declared = None
+        info = verify_image(
+            path,
+            max_pixels=self.limits.max_pixels,
+            declared_content_type=declared,
+            max_bytes=self.limits.max_bytes,
+        )
+        return Staged(role, index, describe_source(url), path, sha256, size, info)
+
+
+class Archiver:
+    """The `archive` task."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ArchiveStore,
+        outputs: ImageStager,
+        inputs: ImageStager,
+        *,
+        nsfw_policy: NsfwPolicy,
+        workdir: Path | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.outputs = outputs
+        self.inputs = inputs
+        self.nsfw_policy = nsfw_policy
+        self.workdir = workdir
+
+    def __call__(self, task: ClaimedTask) -> None:
+        assert task.job_id is not None
+        self.archive(task.job_id)
+
+    def archive(self, job_id: str) -> None:
+        started = time.monotonic()
+        with self.db.transaction() as session:
+            job = records.get_job(session, job_id)
+            if records.status_of(job) is not JobStatus.ARCHIVING:
+                return  # archived already, or failed meanwhile
+            answer = results.latest_success(session, job)
+            done = {(a.role, a.index) for a in _assets(session, job_id)}
+            session.expunge_all()
+        if answer is None:
+            raise PermanentError("no successful provider answer to archive", code="no_result")
+        result = results.result_from_json(answer.result)
+        if not result.outputs:
+            raise PermanentError(
+                "the provider reported success but listed no images", code="no_outputs"
+            )
+        nsfw = bool(job.nsfw) or bool(result.nsfw)
+        input_errors: list[dict[str, Any]] = []
+
+        with tempfile.TemporaryDirectory(prefix="genvault-", dir=self.workdir) as tmp:
+            workdir = Path(tmp)
+            staged = [
+                self.outputs.stage("output", i, url, workdir, base64_file=result.base64_files)
+                for i, url in enumerate(result.outputs)
+                if ("output", i) not in done
+            ]
+            for i, url in enumerate(input_urls(job)):
+                if ("input", i) in done:
+                    continue
+                try:
+                    staged.append(self.inputs.stage("input", i, url, workdir, base64_file=False))
+                except PermanentError as exc:
+                    # An input is part of the record, but one we cannot fetch (expired,
+                    # refused) must not cost the job its outputs: it is listed with the reason.
+                    input_errors.append(
+                        {"index": i, "source_url": describe_source(url), "error": exc.message}
+                    )
+            for item in staged:
+                self._store(job, item, nsfw=nsfw)
+
+        self._finish(job_id, answer, input_errors, nsfw, time.monotonic() - started)
+
+    def _store(self, job: Job, item: Staged, *, nsfw: bool) -> None:
+        key: str | None
+        if item.role == "input":
+            key = layout.input_key(job.created_at, job.id, item.index, item.info.extension)
+        elif nsfw and self.nsfw_policy is NsfwPolicy.SKIP:
+            key = None
+        else:
+            key = layout.output_key(
+                job.created_at,
+                job.id,
+                item.index,
+                item.info.extension,
+                quarantine=nsfw and self.nsfw_policy is NsfwPolicy.QUARANTINE,
+            )
+        if key is not None:
+            put_verified(
+                self.store,
+                key,
+                item.path,
+                item.sha256,
+                item.info.content_type,
+                {
+                    "job-id": job.id,
+                    "track-id": job.track_id,
+                    "sha256": item.sha256,
+                    "role": item.role,
+                    "index": str(item.index),
+                },
+            )
+            metrics.ASSETS_ARCHIVED.labels(item.role).inc()
+            metrics.ARCHIVED_BYTES.inc(item.size)
+        with self.db.transaction() as session:
+            session.add(
+                Asset(
+                    job_id=job.id,
+                    role=item.role,
+                    index=item.index,
+                    key=key,
+                    source_url=item.source_url,
+                    sha256=item.sha256,
+                    size=item.size,
+                    content_type=item.info.content_type,
+                    width=item.info.width,
+                    height=item.info.height,
+                )
+            )
+
+    def _finish(
+        self,
+        job_id: str,
+        answer: Any,
+        input_errors: Sequence[Mapping[str, Any]],
+        nsfw: bool,
+        seconds: float,
+    ) -> None:
+        with self.db.transaction() as session:
+            job = records.get_job(session, job_id)
+            assets = _assets(session, job_id)
+            session.expunge_all()
+        job.nsfw = nsfw
+        now = utcnow()
+        key = layout.manifest_key(job.created_at, job.id)
+        body = manifest.dumps(
+            manifest.build(
+                job,
+                answer,
+                [a for a in assets if a.role == "output"],
+                [a for a in assets if a.role == "input"],
+                input_errors=input_errors,
+                expected_size=expected_size(job.endpoint, job.params),
+                archived_at=now,
+                archive_seconds=seconds,
+                nsfw_policy=self.nsfw_policy.value,
+            )
+        )
+        # Outside any transaction: a slow store must not hold database locks.
+        # An ObjectExists means an earlier run wrote it and died before recording it: it stands.
+        with contextlib.suppress(ObjectExists):
+            self.store.put_bytes(
+                key,
+                body,
+                content_type="application/json",
+                metadata={"job-id": job.id, "track-id": job.track_id},
+            )
+        with self.db.transaction() as session:
+            job = records.get_job(session, job_id, for_update=True)
+            job.nsfw = nsfw
+            if records.advance(job, JobStatus.ARCHIVED):
+                job.manifest_key = key
+                job.archived_at = now
+        log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
+
+
+def put_verified(
+    store: ArchiveStore,
+    key: str,
+    path: Path,
+    sha256: str,
+    content_type: str,
+    metadata: Mapping[str, str],
+) -> None:
+    """Write once; an object already there with the same SHA-256 is ours from an earlier run."""
+    try:
+        store.put_file(key, path, sha256=sha256, content_type=content_type, metadata=metadata)
+    except ObjectExists:
+        existing = store.head(key).sha256
+        if existing != sha256:
+            raise PermanentError(
+                f"{key} is already archived with different content (sha256 {existing});"
+                " it was not overwritten",
+                code="archive_conflict",
+            ) from None
+
+
+def _assets(session: Any, job_id: str) -> list[Asset]:
+    return list(
+        session.execute(
+            select(Asset).where(Asset.job_id == job_id).order_by(Asset.role, Asset.index)
+        ).scalars()
+    )
+
+
+def iter_asset_rows(db: Database, job_id: str) -> Iterator[Asset]:
+    with db.transaction() as session:
+        yield from _assets(session, job_id)

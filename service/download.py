@@ -1,0 +1,344 @@
+"""SSRF-safe streaming downloads of provider outputs.
+
+Each hop: normalise the URL, check the host, resolve it once, check every address, then
+connect to the checked address. The body streams to a temporary file next to ``dest`` with
+a byte cap, a SHA-256 and a total deadline; ``dest`` appears only when the download is whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+from prometheus_client import Counter
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3.exceptions import (
+    HTTPError,
+    ProtocolError,
+    SSLError,
+)
+from urllib3.exceptions import (
+    TimeoutError as Urllib3TimeoutError,
+)
+
+from service.errors import PermanentError, TransientError
+from service.netpolicy import (
+    AddressPolicy,
+    DownloadRefused,
+    HostPolicy,
+    IPAddress,
+    Target,
+    parse_target,
+)
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+__all__ = ["DownloadRefused", "DownloadTooLarge", "Downloaded", "Downloader", "Resolver"]
+
+log = logging.getLogger(__name__)
+
+DOWNLOADS = Counter("genvault_downloads_total", "Output downloads by outcome.", ["outcome"])
+REFUSALS = Counter(
+    "genvault_download_refusals_total", "Downloads refused by the network policy.", ["rule"]
+)
+
+CHUNK_BYTES = 64 * 1024
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Worth retrying: 404 because provider outputs may 404 until they are ready.
+TRANSIENT_STATUSES = frozenset({404, 408, 429})
+
+Resolver = Callable[[str, int], Sequence[IPAddress]]
+
+
+class DownloadTooLarge(PermanentError):
+    """The download exceeds the byte cap."""
+
+    code = "download_too_large"
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A completed download: where it is, how big, its SHA-256 (hex), what it said it was."""
+
+    path: Path
+    size: int
+    sha256: str
+    content_type: str | None
+    final_url: str
+
+
+def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """Every address the system resolver gives for ``host`` (one lookup)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+class Downloader:
+    """Fetches URLs under a host and address policy into files."""
+
+    def __init__(
+        self,
+        *,
+        hosts: HostPolicy,
+        addresses: AddressPolicy,
+        max_bytes: int,
+        connect_timeout: float,
+        read_timeout: float,
+        total_timeout: float,
+        max_redirects: int,
+        user_agent: str = "genvault/0.1",
+        resolver: Resolver = system_resolver,
+        ca_certs: str | None = None,
+    ) -> None:
+        self.hosts = hosts
+        self.addresses = addresses
+        self.max_bytes = max_bytes
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.max_redirects = max_redirects
+        self.user_agent = user_agent
+        self._resolve = resolver
+        self._ca_certs = ca_certs
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Downloader:
+        return cls(
+            hosts=HostPolicy(settings.download_allowed_hosts),
+            addresses=AddressPolicy(settings.download_allowed_networks),
+            max_bytes=settings.download_max_bytes,
+            connect_timeout=settings.download_connect_timeout,
+            read_timeout=settings.download_read_timeout,
+            total_timeout=settings.download_total_timeout,
+            max_redirects=settings.download_max_redirects,
+        )
+
+    def fetch(self, url: str, dest: Path) -> Downloaded:
+        """Download ``url`` to ``dest``; raise DownloadRefused, PermanentError or TransientError."""
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            result = self._follow(url, partial, time.monotonic() + self.total_timeout)
+            os.replace(partial, dest)
+            result = dataclasses.replace(result, path=dest)
+        except DownloadRefused as exc:
+            REFUSALS.labels(rule=exc.rule).inc()
+            self._failed(partial, "refused", exc)
+            raise
+        except DownloadTooLarge as exc:
+            self._failed(partial, "too_large", exc)
+            raise
+        except TransientError as exc:
+            self._failed(partial, "transient", exc)
+            raise
+        except PermanentError as exc:
+            self._failed(partial, "failed", exc)
+            raise
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        DOWNLOADS.labels(outcome="ok").inc()
+        return result
+
+    @staticmethod
+    def _failed(partial: Path, outcome: str, exc: Exception) -> None:
+        partial.unlink(missing_ok=True)
+        DOWNLOADS.labels(outcome=outcome).inc()
+        log.info("download %s: %s", outcome, exc)
+
+    def _follow(self, url: str, partial: Path, deadline: float) -> Downloaded:
+        current = url
+        redirects = 0
+        while True:
+            target = parse_target(current)
+            self.hosts.check(target)
+            address = self._checked_address(target)
+            pool, response = self._request(target, address, deadline)
+            try:
+                if response.status in REDIRECT_STATUSES:
+                    location = response.headers.get("Location")
+                    if redirects == self.max_redirects:
+                        raise DownloadRefused(
+                            "redirect-limit", target.host, f"more than {self.max_redirects}"
+                        )
+                    if not location:
+                        raise PermanentError(
+                            f"redirect without Location from host {target.host!r}",
+                            code="download_failed",
+                        )
+                    current = urljoin(current, location)
+                    redirects += 1
+                    continue
+                _check_status(response.status, response.headers.get("Retry-After"), target)
+                size, digest = self._stream(response, target, partial, deadline)
+                return Downloaded(
+                    partial, size, digest, response.headers.get("Content-Type"), current
+                )
+            finally:
+                response.close()
+                pool.close()
+
+    def _checked_address(self, target: Target) -> IPAddress:
+        """Resolve once and check every answer: one bad answer refuses the host."""
+        if target.ip is not None:
+            self.addresses.check(target.ip, target.host)
+            return target.ip
+        try:
+            addresses = self._resolve(target.host, target.port)
+        except (OSError, UnicodeError) as exc:
+            raise TransientError(f"cannot resolve host {target.host!r}: {exc}") from None
+        if not addresses:
+            raise TransientError(f"cannot resolve host {target.host!r}: no addresses")
+        for address in addresses:
+            self.addresses.check(address, target.host)
+        # The first answer, as a client would pick it; no fallback so that every address we
+        # might connect to has been checked above and none comes from a second lookup.
+        return addresses[0]
+
+    def _request(
+        self, target: Target, address: IPAddress, deadline: float
+    ) -> tuple[HTTPConnectionPool, BaseHTTPResponse]:
+        # The pool is built for the checked IP, never for the name, so urllib3 cannot
+        # resolve again (a rebinding DNS answer would otherwise pick the address). TLS still
+        # sends SNI for and verifies the certificate against the name: server_hostname and
+        # assert_hostname are urllib3's documented knobs for exactly this, which keeps us off
+        # private connection internals. urllib3 directly (not requests) also means no proxy
+        # from the environment can reroute the request.
+        remaining = self._remaining(deadline, target)
+        timeout = Timeout(
+            connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining)
+        )
+        pool: HTTPConnectionPool
+        if target.scheme == "https":
+            pool = HTTPSConnectionPool(
+                str(address),
+                target.port,
+                timeout=timeout,
+                retries=False,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=self._ca_certs,
+                assert_hostname=target.host,
+                server_hostname=target.host if target.ip is None else None,
+            )
+        else:
+            pool = HTTPConnectionPool(str(address), target.port, timeout=timeout, retries=False)
+        headers = {
+            "Host": target.host_header,
+            "User-Agent": self.user_agent,
+            "Accept": "image/*, */*;q=0.5",
+            # Raw bytes only: what we hash is what the server stored, and no decompressor
+            # can inflate a small response past the byte cap.
+            "Accept-Encoding": "identity",
+        }
+        try:
+            response = pool.urlopen(
+                "GET",
+                target.request_target,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+            )
+        except HTTPError as exc:
+            pool.close()
+            raise _translate(exc, target) from None
+        except BaseException:
+            pool.close()
+            raise
+        return pool, response
+
+    def _stream(
+        self, response: BaseHTTPResponse, target: Target, partial: Path, deadline: float
+    ) -> tuple[int, str]:
+        declared = _content_length(response.headers.get("Content-Length"))
+        if declared is not None and declared > self.max_bytes:
+            raise DownloadTooLarge(
+                f"host {target.host!r} announced {declared} bytes > {self.max_bytes}"
+            )
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with partial.open("wb") as out:
+                while True:
+                    self._arm_read_timeout(response, deadline, target)
+                    # read1 returns after one socket read, so the deadline is checked even
+                    # when a server trickles bytes just inside the read timeout.
+                    chunk = response.read1(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise DownloadTooLarge(
+                            f"host {target.host!r} sent more than {self.max_bytes} bytes"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+        except HTTPError as exc:
+            # urllib3 wraps socket timeouts and resets met while reading in its own errors.
+            raise _translate(exc, target) from None
+        return size, digest.hexdigest()
+
+    def _arm_read_timeout(
+        self, response: BaseHTTPResponse, deadline: float, target: Target
+    ) -> None:
+        """Shrink the socket timeout so the next read cannot outlive the total deadline."""
+        remaining = self._remaining(deadline, target)
+        connection = response.connection
+        sock = getattr(connection, "sock", None) if connection is not None else None
+        if sock is not None:
+            sock.settimeout(min(self.read_timeout, remaining))
+
+    def _remaining(self, deadline: float, target: Target) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransientError(
+                f"download from host {target.host!r} exceeded {self.total_timeout:g} s"
+            )
+        return remaining
+
+
+def _check_status(status: int, retry_after: str | None, target: Target) -> None:
+    if status == 200:
+        return
+    message = f"host {target.host!r} answered HTTP {status}"
+    if status in TRANSIENT_STATUSES or status >= 500:
+        raise TransientError(message, retry_after=_retry_after(retry_after))
+    raise PermanentError(message, code="download_failed")
+
+
+def _translate(exc: HTTPError, target: Target) -> Exception:
+    """urllib3's errors as ours: TLS verification is permanent, the rest transient."""
+    host = target.host
+    if isinstance(exc, Urllib3TimeoutError):
+        return TransientError(f"timed out talking to host {host!r}")
+    if isinstance(exc, SSLError):
+        # A certificate that does not match the name will not start matching on a retry,
+        # and retrying a possible interception buys nothing.
+        return PermanentError(f"TLS verification failed for host {host!r}", code="download_failed")
+    if isinstance(exc, ProtocolError):
+        return TransientError(f"connection to host {host!r} broke: {type(exc).__name__}")
+    return TransientError(f"cannot connect to host {host!r}: {type(exc).__name__}")
+
+
+def _content_length(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _retry_after(value: str | None) -> float | None:
+    # Seconds only; an HTTP-date falls back to the caller's own backoff.
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value)

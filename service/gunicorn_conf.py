@@ -1,0 +1,33 @@
+"""gunicorn settings for the web tier (deploy/gunicorn.conf.py uses these)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from typing import Any
+
+bind = os.environ.get("GENVAULT_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", min(4, multiprocessing.cpu_count() * 2 + 1)))
+threads = int(os.environ.get("GENVAULT_WEB_THREADS", "4"))
+worker_class = "gthread"
+# Providers must get their answer within 30 s; nothing in a request should come close.
+timeout = 30
+graceful_timeout = 25
+keepalive = 5
+max_requests = 10_000
+max_requests_jitter = 1_000
+accesslog = "-"
+# %(U)s is the path without the query string: webhook URLs carry their token there.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# prometheus_client needs one shared directory to add up the workers' metrics.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="genvault-metrics-")
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,53 @@
+"""Job states and the rule that they only move forward.
+
+    queued → submitted → processing → archiving → archived
+       └──────────┴───────────┴────────────┴──→ failed
+
+A late or duplicate callback never moves a job back. The one way out of ``failed`` is an
+operator's explicit retry (see ``retry_target``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    ARCHIVING = "archiving"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.ARCHIVED, JobStatus.FAILED)
+
+
+_RANK = {
+    JobStatus.QUEUED: 0,
+    JobStatus.SUBMITTED: 1,
+    JobStatus.PROCESSING: 2,
+    JobStatus.ARCHIVING: 3,
+    JobStatus.ARCHIVED: 4,
+}
+
+# Jobs in these states are waiting on a provider, so the reconciler may poll them.
+WAITING_ON_PROVIDER = (JobStatus.SUBMITTED, JobStatus.PROCESSING)
+
+
+def can_advance(current: JobStatus, new: JobStatus) -> bool:
+    """Whether ``current`` may become ``new`` without an operator's retry."""
+    if current.terminal:
+        return False
+    if new is JobStatus.FAILED:
+        return True
+    return _RANK[new] > _RANK[current]
+
+
+def retry_target(current: JobStatus, reached_provider: bool) -> JobStatus | None:
+    """Where an operator's retry puts a failed job: re-archive, or re-submit if never sent."""
+    if current is not JobStatus.FAILED:
+        return None
+    return JobStatus.ARCHIVING if reached_provider else JobStatus.QUEUED

@@ -1,0 +1,22 @@
+"""Prometheus metrics. Declared once here; served by /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+JOBS_CREATED = Counter("genvault_jobs_created_total", "Jobs accepted", ["endpoint"])
+JOBS_FINISHED = Counter(
+    "genvault_jobs_finished_total", "Jobs that reached a final state", ["endpoint", "status"]
+)
+WEBHOOKS = Counter(
+    "genvault_webhooks_total", "Webhook deliveries by outcome", ["provider", "outcome"]
+)
+TASKS = Counter("genvault_tasks_total", "Tasks run, by kind and outcome", ["kind", "outcome"])
+TASK_SECONDS = Histogram("genvault_task_seconds", "Task run time", ["kind"])
+ASSETS_ARCHIVED = Counter("genvault_assets_archived_total", "Images archived", ["role"])
+ARCHIVED_BYTES = Counter("genvault_archived_bytes_total", "Bytes archived")
+WEBHOOK_SECONDS = Histogram(
+    "genvault_webhook_seconds",
+    "Time to verify, record and acknowledge a webhook",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)

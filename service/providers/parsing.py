@@ -1,0 +1,259 @@
+"""Tolerant reading of provider bodies into ProviderResult.
+
+Every quirk of PROVIDERS.md is absorbed here, so the clients only deal with HTTP. Nothing in
+a body is trusted to have the documented type: ids come as numbers, strings or null, lists
+as objects, messages as strings or field → messages maps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from service.providers.base import ProviderError, ProviderResult, ResultStatus
+from service.redact import REDACTED, is_secret_name, redact_url
+
+# Large enough for AI/ML API's inline b64_json images (up to 4), small enough to bound memory.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MESSAGE_MAX = 500
+
+_MODELSLAB_STATUS = {
+    "success": ResultStatus.SUCCESS,
+    "processing": ResultStatus.PROCESSING,
+    "queued": ResultStatus.PROCESSING,
+    "error": ResultStatus.FAILED,
+    "failed": ResultStatus.FAILED,
+}
+_TRUE_WORDS = {"yes", "true", "1", "on"}
+
+
+def read_json(response: requests.Response, provider: str) -> Any:
+    """The response's JSON body, or None when it is not JSON; ProviderError past the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ProviderError(f"{provider} answered with a body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return None
+
+
+def retry_after(body: Any, headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait: the body's ``retry_after``, else a numeric ``Retry-After`` header."""
+    if isinstance(body, Mapping) and (seconds := _number(body.get("retry_after"))) is not None:
+        return seconds
+    # Neither provider documents the HTTP-date form; a date reads as "not given".
+    return _number(headers.get("Retry-After"))
+
+
+def modelslab_status(body: Mapping[str, Any]) -> ResultStatus | None:
+    """The body's ``status`` as a ResultStatus, None when missing or unknown."""
+    value = body.get("status")
+    return _MODELSLAB_STATUS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def parse_modelslab(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> ProviderResult:
+    """Normalise a ModelsLab submit, fetch or webhook body.
+
+    A missing or unknown ``status`` reads as processing: it moves no job, and the next poll
+    settles it, whereas guessing "failed" could drop a paid generation.
+    """
+    secrets = tuple(s for s in secrets if s)
+    status = modelslab_status(body) or ResultStatus.PROCESSING
+    meta = body.get("meta")
+    meta = meta if isinstance(meta, Mapping) else {}
+    outputs = _image_locations(body.get("output"))
+    if status is ResultStatus.SUCCESS and not outputs:
+        outputs = _image_locations(body.get("proxy_links"))
+    message = readable_message(body.get("message", body.get("messege")), secrets)
+    failed = status is ResultStatus.FAILED
+    return ProviderResult(
+        status=status,
+        request_id=_identifier(body.get("id")),
+        outputs=outputs,
+        eta_seconds=_number(body.get("eta")),
+        fetch_url=_http_url(body.get("fetch_result")),
+        error_code="provider_error" if failed else None,
+        error_message=(message or "ModelsLab reported a failure without a message")
+        if failed
+        else None,
+        nsfw=_flag(body.get("nsfw_content_detected")),
+        base64_files=_flag(meta.get("base64")) is True
+        or any(urlsplit(url).path.endswith(".base64") for url in outputs),
+        width=_dimension(meta.get("width", meta.get("W"))),
+        height=_dimension(meta.get("height", meta.get("H"))),
+        raw=scrub(body, secrets),
+        track_id=_identifier(body.get("track_id")),
+    )
+
+
+def parse_aimlapi(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> ProviderResult:
+    """Normalise an AI/ML API answer: ``data: [{url, b64_json}]`` or ``images: [{url, ...}]``."""
+    secrets = tuple(s for s in secrets if s)
+    items = body.get("data")
+    if not isinstance(items, list):
+        items = body.get("images")
+    items = [item for item in items if isinstance(item, Mapping)] if isinstance(items, list) else []
+    outputs: list[str] = []
+    for item in items:
+        url, inline = item.get("url"), item.get("b64_json")
+        if _http_url(url):
+            outputs.append(str(url))
+        elif isinstance(inline, str) and inline.strip():
+            outputs.append(image_data_uri(inline))
+    sized: Mapping[str, Any] = next((i for i in items if _dimension(i.get("width"))), {})
+    status = ResultStatus.SUCCESS if outputs else ResultStatus.FAILED
+    return ProviderResult(
+        status=status,
+        request_id=_identifier(body.get("id")),
+        outputs=tuple(outputs),
+        error_code=None if outputs else "provider_error",
+        error_message=None if outputs else "AI/ML API answered without any image",
+        nsfw=_flag(body.get("has_nsfw_concepts")),
+        width=_dimension(sized.get("width")),
+        height=_dimension(sized.get("height")),
+        raw=scrub(_without_inline_images(body), secrets),
+    )
+
+
+def readable_message(value: Any, secrets: Iterable[str] = ()) -> str | None:
+    """A provider message as one line: ``{"prompt": ["..."]}`` → ``prompt: ...``."""
+    if isinstance(value, Mapping):
+        parts = [f"{key}: {readable_message(item) or ''}".strip() for key, item in value.items()]
+        text = "; ".join(parts)
+    elif isinstance(value, list):
+        text = " ".join(filter(None, (readable_message(item) for item in value)))
+    elif value is None:
+        return None
+    else:
+        text = str(value)
+    text = " ".join(redact_text(text, secrets).split())
+    return text[:MESSAGE_MAX] or None
+
+
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret replaced (providers echo keys back)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a body fit for storage: secret-named fields removed, secrets and URL tokens
+    blanked wherever they appear."""
+    secrets = tuple(s for s in secrets if s)
+    if isinstance(value, Mapping):
+        return {
+            str(key): scrub(item, secrets)
+            for key, item in value.items()
+            if not is_secret_name(str(key))
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(item, secrets) for item in value]
+    if isinstance(value, str):
+        text = redact_text(value, secrets)
+        return redact_url(text) if text.startswith(("http://", "https://")) else text
+    return value
+
+
+def image_data_uri(b64: str) -> str:
+    """An inline base64 image as a ``data:`` URI, its type sniffed from the magic bytes."""
+    b64 = "".join(b64.split())
+    if b64.startswith("data:"):
+        return b64
+    try:
+        head = base64.b64decode(b64[:24] + "=" * (-len(b64[:24]) % 4))
+    except (binascii.Error, ValueError):
+        head = b""
+    if head.startswith(b"\xff\xd8\xff"):
+        kind = "jpeg"
+    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        kind = "webp"
+    else:
+        kind = "png"  # b64_json is PNG unless the bytes say otherwise
+    return f"data:image/{kind};base64,{b64}"
+
+
+def _without_inline_images(body: Mapping[str, Any]) -> dict[str, Any]:
+    # The manifest keeps the provider's answer; the images themselves are archived separately.
+    copy = dict(body)
+    data = copy.get("data")
+    if isinstance(data, list):
+        copy["data"] = [
+            {**item, "b64_json": f"[{len(item['b64_json'])} base64 characters]"}
+            if isinstance(item, Mapping) and isinstance(item.get("b64_json"), str)
+            else item
+            for item in data
+        ]
+    return copy
+
+
+def _image_locations(value: Any) -> tuple[str, ...]:
+    """``output``/``proxy_links``: a list, ``""``, one string, or ``{"0": url, ...}``."""
+    if isinstance(value, Mapping):
+        # {"0": url, "1": url}: order by the numeric key, not by insertion.
+        value = [value[k] for k in sorted(value, key=lambda k: str(k).zfill(12))]
+    elif isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        item.strip()
+        for item in value
+        if isinstance(item, str) and (_http_url(item) or item.startswith("data:image/"))
+    )
+
+
+def _identifier(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip() if isinstance(value, str | int | float) else ""
+    return text or None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _dimension(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number and number.is_integer() else None
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean sent as a bool, a "yes"/"no" string, or a list of per-image booleans."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_WORDS
+    if isinstance(value, list) and value:
+        return any(_flag(item) for item in value)
+    return None
+
+
+def _http_url(value: Any) -> str | None:
+    if not isinstance(value, str) or re.search(r"\s", value.strip()):
+        return None
+    parts = urlsplit(value.strip())
+    return value.strip() if parts.scheme in ("http", "https") and parts.hostname else None

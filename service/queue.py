@@ -1,0 +1,230 @@
+"""A durable task queue on the database (the pattern of procrastinate, Oban and River).
+
+A task is claimed with a lease: ``locked_until``. A worker that dies simply stops renewing
+it, and once it runs out any worker may take the task over. On PostgreSQL the claim uses
+``FOR UPDATE SKIP LOCKED`` so concurrent workers never block on, or double-claim, a row;
+on SQLite, ``BEGIN IMMEDIATE`` (see db.session) serialises claims instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db.models import Task
+from service.db.session import Database
+from service.db.types import utcnow
+
+
+class TaskStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: int
+    kind: str
+    job_id: str | None
+    attempts: int
+    max_attempts: int
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TaskQueue:
+    def __init__(self, db: Database, *, lease_seconds: float, default_max_attempts: int) -> None:
+        self.db = db
+        self.lease = timedelta(seconds=lease_seconds)
+        self.default_max_attempts = default_max_attempts
+
+    def enqueue(
+        self,
+        session: Session,
+        kind: str,
+        *,
+        job_id: str | None,
+        payload: Mapping[str, Any] | None = None,
+        delay: float = 0.0,
+        dedupe_key: str | None = None,
+        revive: bool = False,
+        max_attempts: int | None = None,
+    ) -> None:
+        """Add a task inside the caller's transaction.
+
+        With ``dedupe_key`` a live task of the same key makes this a no-op. ``revive`` also
+        brings a finished (done or failed) task of that key back to the queue, fresh.
+        """
+        now = utcnow()
+        values = {
+            "kind": kind,
+            "job_id": job_id,
+            "payload": dict(payload or {}),
+            "status": TaskStatus.QUEUED.value,
+            "attempts": 0,
+            "max_attempts": max_attempts or self.default_max_attempts,
+            "run_after": now + timedelta(seconds=delay),
+            "dedupe_key": dedupe_key,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if dedupe_key is None:
+            session.add(Task(**values))
+            return
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(Task).values(**values)
+        if revive:
+            finished = Task.status.in_([TaskStatus.DONE.value, TaskStatus.FAILED.value])
+            revived = {
+                k: values[k]
+                for k in (
+                    "payload",
+                    "status",
+                    "attempts",
+                    "max_attempts",
+                    "run_after",
+                    "updated_at",
+                )
+            }
+            revived |= {"locked_by": None, "locked_until": None, "last_error": None}
+            session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[Task.dedupe_key], set_=revived, where=finished
+                )
+            )
+        else:
+            session.execute(stmt.on_conflict_do_nothing(index_elements=[Task.dedupe_key]))
+
+    def claim(self, worker_id: str, limit: int) -> list[ClaimedTask]:
+        """Lease up to ``limit`` due tasks, including ones whose previous lease ran out."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        due = or_(
+            and_(Task.status == TaskStatus.QUEUED.value, Task.run_after <= now),
+            and_(Task.status == TaskStatus.RUNNING.value, Task.locked_until < now),
+        )
+        # SKIP LOCKED so two workers claiming at once each get different rows, without waiting.
+        candidates = (
+            select(Task.id)
+            .where(due)
+            .order_by(Task.run_after, Task.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        stmt = (
+            update(Task)
+            .where(Task.id.in_(candidates.scalar_subquery()))
+            .values(
+                status=TaskStatus.RUNNING.value,
+                locked_by=worker_id,
+                locked_until=now + self.lease,
+                attempts=Task.attempts + 1,
+                updated_at=now,
+            )
+            .returning(
+                Task.id, Task.kind, Task.job_id, Task.attempts, Task.max_attempts, Task.payload
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with self.db.transaction() as session:
+            rows = session.execute(stmt).all()
+        return sorted(
+            (
+                ClaimedTask(r.id, r.kind, r.job_id, r.attempts, r.max_attempts, r.payload)
+                for r in rows
+            ),
+            key=lambda t: t.id,
+        )
+
+    def _finish(self, task: ClaimedTask, worker_id: str, **values: Any) -> bool:
+        # Only the lease holder may settle a task: if our lease ran out and another worker
+        # took the task over, its outcome wins and ours is dropped.
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Task)
+                .where(Task.id == task.id, Task.locked_by == worker_id)
+                .values(updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def complete(self, task: ClaimedTask, worker_id: str) -> bool:
+        return self._finish(
+            task, worker_id, status=TaskStatus.DONE.value, locked_by=None, locked_until=None
+        )
+
+    def retry(self, task: ClaimedTask, worker_id: str, delay: float, error: str | None) -> bool:
+        return self._finish(
+            task,
+            worker_id,
+            status=TaskStatus.QUEUED.value,
+            run_after=utcnow() + timedelta(seconds=delay),
+            locked_by=None,
+            locked_until=None,
+            last_error=error,
+        )
+
+    def reschedule(self, task: ClaimedTask, worker_id: str, delay: float) -> bool:
+        """Run again later without it counting as a failure (a poll that found no result)."""
+        return self.retry(task, worker_id, delay, None)
+
+    def fail(self, task: ClaimedTask, worker_id: str, error: str) -> bool:
+        return self._finish(
+            task,
+            worker_id,
+            status=TaskStatus.FAILED.value,
+            locked_by=None,
+            locked_until=None,
+            last_error=error,
+        )
+
+    def release(self, tasks: Sequence[ClaimedTask], worker_id: str) -> None:
+        """Give tasks back untried (shutdown): queued now, the attempt not counted."""
+        for task in tasks:
+            self._finish(
+                task,
+                worker_id,
+                status=TaskStatus.QUEUED.value,
+                attempts=Task.attempts - 1,
+                run_after=utcnow(),
+                locked_by=None,
+                locked_until=None,
+            )
+
+    def extend(self, task_ids: Sequence[int], worker_id: str) -> None:
+        """Renew the leases of tasks still running (the worker's heartbeat)."""
+        if not task_ids:
+            return
+        with self.db.transaction() as session:
+            session.execute(
+                update(Task)
+                .where(Task.id.in_(task_ids), Task.locked_by == worker_id)
+                .values(locked_until=utcnow() + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per status (for metrics and `genvault jobs`)."""
+        from sqlalchemy import func
+
+        with self.db.transaction() as session:
+            rows = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
+        return {str(status): int(count) for status, count in rows}
+
+    def oldest_due(self) -> datetime | None:
+        with self.db.transaction() as session:
+            return session.execute(
+                select(Task.run_after)
+                .where(Task.status == TaskStatus.QUEUED.value)
+                .order_by(Task.run_after)
+                .limit(1)
+            ).scalar_one_or_none()

@@ -1,0 +1,78 @@
+"""Reading and changing jobs inside a transaction. No Flask, no boto3."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import metrics
+from service.db.models import Callback, Job
+from service.db.types import utcnow
+from service.errors import NotFound
+from service.jobs import JobStatus, can_advance
+
+
+def new_job_id() -> str:
+    # Time-ordered (ms timestamp first), so ids sort by creation and make stable cursors.
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def new_track_id() -> str:
+    return secrets.token_hex(16)
+
+
+def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
+    stmt = select(Job).where(Job.id == job_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    job = session.execute(stmt).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def get_job_by_track_id(session: Session, track_id: str, *, for_update: bool = False) -> Job:
+    # FOR UPDATE serialises concurrent callbacks for one job on PostgreSQL.
+    stmt = select(Job).where(Job.track_id == track_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    job = session.execute(stmt).scalar_one_or_none()
+    if job is None:
+        raise NotFound("unknown track_id")
+    return job
+
+
+def status_of(job: Job) -> JobStatus:
+    return JobStatus(job.status)
+
+
+def advance(job: Job, new: JobStatus) -> bool:
+    """Move the job forward; a move backwards (a late callback) is refused quietly."""
+    if not can_advance(status_of(job), new):
+        return False
+    job.status = new.value
+    job.updated_at = utcnow()
+    if new.terminal:
+        metrics.JOBS_FINISHED.labels(job.endpoint, new.value).inc()
+    return True
+
+
+def fail(job: Job, code: str, message: str) -> bool:
+    if not advance(job, JobStatus.FAILED):
+        return False
+    job.error_code = code
+    job.error_message = message
+    return True
+
+
+def callback(session: Session, callback_id: int | None) -> Callback | None:
+    return None if callback_id is None else session.get(Callback, callback_id)
+
+
+def result_of(cb: Callback) -> Mapping[str, Any]:
+    return cb.result

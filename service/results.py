@@ -1,0 +1,129 @@
+"""What a provider's answer does to a job, whichever way it came (submit, webhook, poll)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service import records
+from service.db.models import Callback, Job
+from service.jobs import JobStatus
+from service.providers.base import ProviderResult, ResultStatus
+from service.queue import TaskQueue
+from service.redact import redact
+
+
+@dataclasses.dataclass(frozen=True)
+class PollTiming:
+    grace_seconds: float
+    max_attempts: int
+    default_wait: float = 15.0
+
+
+def result_to_json(result: ProviderResult) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    data.pop("raw")
+    data["status"] = result.status.value
+    data["outputs"] = list(result.outputs)
+    return data
+
+
+def result_from_json(data: Mapping[str, Any]) -> ProviderResult:
+    fields = {f.name for f in dataclasses.fields(ProviderResult)} - {"raw"}
+    values = {k: v for k, v in data.items() if k in fields}
+    values["status"] = ResultStatus(values["status"])
+    values["outputs"] = tuple(values.get("outputs") or ())
+    return ProviderResult(**values)
+
+
+def body_digest(body: bytes | Mapping[str, Any]) -> str:
+    if not isinstance(body, bytes):
+        body = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(body).hexdigest()
+
+
+def store(
+    session: Session, job: Job, result: ProviderResult, *, source: str, digest: str
+) -> int | None:
+    """Keep the answer; None when this exact answer was already kept (a duplicate)."""
+    values = {
+        "job_id": job.id,
+        "source": source,
+        "status": result.status.value,
+        "body": redact(dict(result.raw)),
+        "result": result_to_json(result),
+        "body_sha256": digest,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Callback)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["job_id", "source", "body_sha256"])
+        .returning(Callback.id)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def apply(
+    session: Session,
+    queue: TaskQueue,
+    job: Job,
+    result: ProviderResult,
+    callback_id: int,
+    *,
+    timing: PollTiming,
+    schedule_poll: bool = True,
+) -> None:
+    """Move the job on as the answer says; never backwards, never twice."""
+    if result.request_id and not job.provider_request_id:
+        job.provider_request_id = result.request_id
+    if result.fetch_url:
+        job.fetch_url = result.fetch_url
+    if result.nsfw is not None:
+        job.nsfw = bool(job.nsfw) or result.nsfw
+
+    if result.status is ResultStatus.SUCCESS:
+        if records.advance(job, JobStatus.ARCHIVING):
+            job.result_callback_id = callback_id
+            queue.enqueue(session, "archive", job_id=job.id, dedupe_key=f"archive:{job.id}")
+    elif result.status is ResultStatus.PROCESSING:
+        records.advance(job, JobStatus.PROCESSING)
+        if schedule_poll and records.status_of(job) is JobStatus.PROCESSING:
+            wait = result.eta_seconds if result.eta_seconds is not None else timing.default_wait
+            # The webhook normally wins; the poll is the safety net if it never comes.
+            queue.enqueue(
+                session,
+                "poll",
+                job_id=job.id,
+                delay=wait + timing.grace_seconds,
+                dedupe_key=f"poll:{job.id}",
+                revive=True,
+                max_attempts=timing.max_attempts,
+            )
+    elif records.status_of(job) in (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.PROCESSING):
+        # A "failed" that arrives after a success (or after archiving) is ignored.
+        records.fail(
+            job,
+            result.error_code or "provider_failed",
+            result.error_message or "the provider reported that the generation failed",
+        )
+
+
+def latest_success(session: Session, job: Job) -> Callback | None:
+    """The answer the archive works from: the one recorded, else the newest success."""
+    chosen = records.callback(session, job.result_callback_id)
+    if chosen is not None:
+        return chosen
+    return session.execute(
+        select(Callback)
+        .where(Callback.job_id == job.id, Callback.status == ResultStatus.SUCCESS.value)
+        .order_by(Callback.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()

@@ -1,0 +1,226 @@
+"""An ArchiveStore on a local directory, laid out like the S3 bucket.
+
+Write-once is enforced by ``os.link``: a fully written, fsynced and verified temp file is
+hard-linked to its key, and the link fails if the key exists, so exactly one of any number
+of concurrent writers wins. The link is the commit point; the sidecar holding the content
+type and metadata is written after it, by the winner only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import stat
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from service.storage.base import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectMissing,
+    StorageError,
+    StorageUnavailable,
+)
+from service.tokens import file_signature
+
+CHUNK = 1024 * 1024
+
+
+def validate_key(key: str) -> list[str]:
+    """Split ``key`` into its segments, refusing anything that could leave the root.
+
+    Segments starting with ``.`` are refused too: that name space holds the store's own
+    temp files and sidecars, so no key can collide with them.
+    """
+    if not key or key.startswith("/") or "\\" in key or "\0" in key:
+        raise StorageError(f"invalid archive key {key!r}")
+    parts = key.split("/")
+    if any(not part or part.startswith(".") for part in parts):
+        raise StorageError(f"invalid archive key {key!r}")
+    return parts
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f".{path.name}.meta.json")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemStore:
+    """Write-once archive under ``root``; ``url()`` signs links served by the web app."""
+
+    def __init__(self, root: Path, *, url_base: str, secret: bytes) -> None:
+        self.root = root
+        self._url_base = url_base.rstrip("/")
+        self._secret = secret
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key))
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        sha256: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """Copy ``path`` in under ``key``; ObjectExists if taken, StorageError on a bad digest."""
+        # Opened here so a missing source surfaces as the caller's own FileNotFoundError.
+        with path.open("rb") as src:
+            self._write(key, iter(lambda: src.read(CHUNK), b""), sha256, content_type, metadata)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Store ``data`` under ``key``, write-once."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(key, [data], digest, content_type, metadata)
+
+    def _write(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        sha256: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        target = self._path(key)
+        if target.exists():
+            # Cheap early answer for a replay; the link below is what actually decides.
+            raise ObjectExists(f"archive key {key!r} already exists")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+            try:
+                self._write_verified(tmp, chunks, sha256, key)
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    raise ObjectExists(f"archive key {key!r} already exists") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+            self._write_sidecar(target, sha256, content_type, metadata)
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write archive key {key!r}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _write_verified(tmp: Path, chunks: Iterable[bytes], sha256: str, key: str) -> None:
+        digest = hashlib.sha256()
+        with tmp.open("xb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha256.lower():
+            raise StorageError(f"SHA-256 mismatch for archive key {key!r}; nothing stored")
+
+    @staticmethod
+    def _write_sidecar(
+        target: Path, sha256: str, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        sidecar = _sidecar(target)
+        tmp = sidecar.with_name(f"{sidecar.name}.{secrets.token_hex(8)}.tmp")
+        # Metadata names are lower-cased and "sha256" is reserved, as on S3, so both
+        # backends answer alike.
+        names = {name.lower(): value for name, value in metadata.items()}
+        names.pop("sha256", None)
+        body = {"sha256": sha256.lower(), "content_type": content_type, "metadata": names}
+        try:
+            with tmp.open("x", encoding="utf-8") as out:
+                json.dump(body, out, sort_keys=True)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, sidecar)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def head(self, key: str) -> ObjectInfo:
+        """Describe the object from its sidecar; raises ObjectMissing."""
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectMissing(f"no archive object {key!r}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectMissing(f"no archive object {key!r}")  # a "directory" of other keys
+        size = st.st_size
+        try:
+            meta = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            # A crash between the link and the sidecar: the bytes are committed and were
+            # verified, so their digest is still knowable; only the labels are lost.
+            with path.open("rb") as src:
+                digest = hashlib.file_digest(src, "sha256").hexdigest()
+            return ObjectInfo(key=key, size=size, sha256=digest, content_type=None)
+        return ObjectInfo(
+            key=key,
+            size=size,
+            sha256=meta["sha256"],
+            content_type=meta["content_type"],
+            metadata=meta["metadata"],
+        )
+
+    def open(self, key: str) -> BinaryIO:
+        """The object's bytes; raises ObjectMissing."""
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectMissing(f"no archive object {key!r}") from None
+
+    def iter_keys(self, prefix: str) -> Iterator[str]:
+        """Keys starting with ``prefix`` (a string prefix, as on S3), in lexicographic order."""
+        base, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*validate_key(base)) if base else self.root
+        yield from (key for key in self._walk(start, base) if key.startswith(prefix))
+
+    def _walk(self, directory: Path, dir_key: str) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        # Sorting a directory as "name/" keeps the walk in global key order: every key below
+        # it starts with "name/", so it compares to its siblings exactly as that string does.
+        entries.sort(key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # temp files, sidecars, probes
+            key = f"{dir_key}/{entry.name}" if dir_key else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), key)
+            else:
+                yield key
+
+    def url(self, key: str, expires_in: int) -> str:
+        """A link to the web app's ``/files`` route, signed until ``now + expires_in``."""
+        validate_key(key)
+        expires = int(time.time()) + max(1, expires_in)
+        sig = file_signature(self._secret, key, expires)
+        return f"{self._url_base}/files/{quote(key)}?expires={expires}&sig={sig}"
+
+    def check(self) -> None:
+        """Write and remove a probe file under the root."""
+        probe = self.root / f".probe-{secrets.token_hex(8)}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                probe.unlink(missing_ok=True)
+            raise StorageUnavailable(f"archive directory not writable: {exc.strerror}") from exc

@@ -1,0 +1,364 @@
+"""An ArchiveStore on S3 or any S3-compatible service; the only importer of boto3.
+
+Every object goes up with its SHA-256 (``ChecksumSHA256``, checked by the server) and
+``If-None-Match: *`` (refused with 412 when the key exists), so a replayed callback never
+overwrites an archived image. botocore errors are translated here into the storage errors
+of ``service.storage.base``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import io
+import math
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+
+from service.errors import ConfigError
+from service.storage.base import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectMissing,
+    StorageError,
+    StorageUnavailable,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
+MAX_PARTS = 10_000
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs cannot live longer
+CHUNK = MIB
+
+# Standard mode retries throttling, 5xx and connection errors with backoff; what is still
+# failing after that becomes StorageUnavailable and the task queue retries it later.
+CLIENT_CONFIG = Config(
+    # SigV4 also for presigned URLs (botocore may otherwise presign with legacy SigV2).
+    signature_version="s3v4",
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"max_attempts": 5, "mode": "standard"},
+)
+
+_MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_EXISTS_CODES = frozenset({"PreconditionFailed", "412"})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        # A concurrent conditional write to the same key is in flight; a retry gets the 412.
+        "ConditionalRequestConflict",
+    }
+)
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as src:
+        return hashlib.file_digest(src, "sha256").hexdigest()
+
+
+def _raise_translated(exc: Exception, action: str, key: str | None = None) -> NoReturn:
+    """Raise the storage error for a botocore failure; messages carry codes, never secrets."""
+    where = f"S3 {action}" + (f" {key!r}" if key is not None else "")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        detail = f"{where}: {code or 'error'} (HTTP {status})"
+        if key is not None and (code in _MISSING_CODES or status == 404):
+            raise ObjectMissing(detail) from exc
+        if code in _EXISTS_CODES or status == 412:
+            raise ObjectExists(f"{where}: the key already exists") from exc
+        if code in _TRANSIENT_CODES or status == 429 or status >= 500:
+            raise StorageUnavailable(detail) from exc
+        raise StorageError(detail) from exc
+    if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
+        raise StorageUnavailable(f"{where}: {type(exc).__name__}") from exc
+    raise StorageError(f"{where}: {type(exc).__name__}") from exc
+
+
+class _S3Reader(io.RawIOBase):
+    """A GetObject body whose read errors arrive as storage errors, not botocore's."""
+
+    def __init__(self, body: Any, key: str) -> None:
+        self._body = body
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data: bytes = self._body.read(len(view))
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "read", self._key)
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Store:
+    """Write-once archive in ``bucket`` under ``prefix``; keys given to it are relative."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        storage_class: str | None = None,
+        object_lock_mode: str | None = None,
+        object_lock_days: int | None = None,
+        multipart_threshold: int = 64 * MIB,
+        part_size: int = 16 * MIB,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if (object_lock_mode is None) != (object_lock_days is None):
+            raise ConfigError(
+                "S3 Object Lock needs both GENVAULT_S3_OBJECT_LOCK_MODE and "
+                "GENVAULT_S3_OBJECT_LOCK_DAYS"
+            )
+        self.bucket = bucket
+        prefix = prefix.strip("/")
+        self._prefix = f"{prefix}/" if prefix else ""
+        # boto3 reads credentials, region and AWS_ENDPOINT_URL_S3 from the environment.
+        self._client: S3Client = client or boto3.client("s3", config=CLIENT_CONFIG)
+        self._sse = sse
+        self._kms_key_id = kms_key_id
+        self._storage_class = storage_class
+        self._lock_mode = object_lock_mode
+        self._lock_days = object_lock_days
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
+
+    def _full(self, key: str) -> str:
+        return self._prefix + key
+
+    def _write_options(
+        self, sha256: str, content_type: str, metadata: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Arguments shared by PutObject and CreateMultipartUpload."""
+        options: dict[str, Any] = {
+            "ContentType": content_type,
+            # The whole-file digest rides in metadata because a multipart object's own
+            # checksum is a checksum of part checksums, not the file's SHA-256.
+            "Metadata": {**metadata, "sha256": sha256},
+            # Also the header S3 (and Object Lock) want announcing a flexible checksum.
+            "ChecksumAlgorithm": "SHA256",
+        }
+        if self._sse:
+            options["ServerSideEncryption"] = self._sse
+        if self._kms_key_id:
+            options["SSEKMSKeyId"] = self._kms_key_id
+        if self._storage_class:
+            options["StorageClass"] = self._storage_class
+        if self._lock_mode and self._lock_days:
+            options["ObjectLockMode"] = self._lock_mode
+            options["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
+                days=self._lock_days
+            )
+        return options
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        sha256: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """Upload ``path`` streaming (multipart above the threshold), only if ``key`` is free."""
+        sha256 = sha256.lower()
+        # S3 refuses a wrong ChecksumSHA256 itself, but not every S3-compatible server does
+        # (moto does not); one local read makes the guarantee independent of the backend.
+        if _file_sha256(path) != sha256:
+            raise StorageError(f"SHA-256 mismatch for archive key {key!r}; nothing stored")
+        size = path.stat().st_size
+        options = self._write_options(sha256, content_type, metadata)
+        if size > self._multipart_threshold:
+            self._put_multipart(key, path, size, sha256, options)
+            return
+        with path.open("rb") as body:
+            self._put_object(key, body, sha256, options)
+
+    def put_bytes(
+        self, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        """Store small ``data`` under ``key``, write-once."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._put_object(key, data, sha256, self._write_options(sha256, content_type, metadata))
+
+    def _put_object(
+        self, key: str, body: BinaryIO | bytes, sha256: str, options: dict[str, Any]
+    ) -> None:
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=body,
+                ChecksumSHA256=_b64(sha256),
+                IfNoneMatch="*",
+                **options,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "put", key)
+
+    def _put_multipart(
+        self, key: str, path: Path, size: int, sha256: str, options: dict[str, Any]
+    ) -> None:
+        full = self._full(key)
+        part_size = max(self._part_size, math.ceil(size / MAX_PARTS))
+        try:
+            upload_id = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, **options
+            )["UploadId"]
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "create multipart upload", key)
+        try:
+            parts: list[CompletedPartTypeDef] = []
+            whole = hashlib.sha256()
+            with path.open("rb") as src:
+                # One part in memory at a time: bounded by part_size, never the whole file.
+                while chunk := src.read(part_size):
+                    whole.update(chunk)
+                    part_b64 = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+                    number = len(parts) + 1
+                    answer = self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=full,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=part_b64,
+                    )
+                    parts.append(
+                        {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": part_b64}
+                    )
+            if whole.hexdigest() != sha256:
+                # The file changed after it was checked; what went up is not what was promised.
+                raise StorageError(f"SHA-256 mismatch for archive key {key!r}; nothing stored")
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException as exc:
+            self._abort(full, upload_id)
+            if isinstance(exc, BotoCoreError | ClientError):
+                _raise_translated(exc, "multipart upload", key)
+            raise
+
+    def _abort(self, full_key: str, upload_id: str) -> None:
+        # Best effort: a failed abort leaves parts that a bucket lifecycle rule
+        # (AbortIncompleteMultipartUpload) cleans up; the original error matters more.
+        with contextlib.suppress(BotoCoreError, ClientError):
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id
+            )
+
+    def head(self, key: str) -> ObjectInfo:
+        """Describe the object; ``sha256`` from its metadata, else its full-object checksum."""
+        try:
+            answer = self._client.head_object(
+                Bucket=self.bucket, Key=self._full(key), ChecksumMode="ENABLED"
+            )
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "head", key)
+        metadata = dict(answer.get("Metadata", {}))
+        sha256 = metadata.pop("sha256", None) or self._full_object_sha256(answer)
+        return ObjectInfo(
+            key=key,
+            size=answer["ContentLength"],
+            sha256=sha256,
+            content_type=answer.get("ContentType"),
+            metadata=metadata,
+        )
+
+    @staticmethod
+    def _full_object_sha256(answer: Mapping[str, Any]) -> str | None:
+        checksum = answer.get("ChecksumSHA256")
+        # A composite (multipart) checksum reads "<base64>-<parts>" and is no file digest.
+        if not checksum or "-" in checksum or answer.get("ChecksumType") == "COMPOSITE":
+            return None
+        try:
+            return base64.b64decode(checksum, validate=True).hex()
+        except binascii.Error:
+            return None
+
+    def open(self, key: str) -> BinaryIO:
+        """Stream the object's bytes; raises ObjectMissing."""
+        try:
+            answer = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "get", key)
+        return io.BufferedReader(_S3Reader(answer["Body"], key), buffer_size=CHUNK)
+
+    def iter_keys(self, prefix: str) -> Iterator[str]:
+        """Keys starting with ``prefix``, in lexicographic order (S3 lists in UTF-8 order)."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._full(prefix)
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(self._prefix) :]
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, f"list {prefix!r}")
+
+    def url(self, key: str, expires_in: int) -> str:
+        """A presigned GET, valid for ``expires_in`` seconds clamped to SigV4's 7 days."""
+        expires = min(max(1, expires_in), MAX_PRESIGN_SECONDS)
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._full(key)},
+                ExpiresIn=expires,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "presign", key)
+
+    def check(self) -> None:
+        """HeadBucket: the bucket exists and the credentials reach it."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            _raise_translated(exc, "head bucket")

@@ -1,0 +1,204 @@
+"""The one place that builds concrete adapters from settings and hands them out.
+
+Nothing else imports a concrete backend (boto3, the provider clients, the downloader): they
+receive what they need from the Container built here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from service import __version__
+from service.archive import Archiver, ImageLimits, ImageStager
+from service.callbacks import CallbackReceiver
+from service.config import Settings
+from service.db.session import Database, make_engine
+from service.download import Downloader
+from service.inputs import InlineInputs
+from service.netpolicy import AddressPolicy, HostPolicy
+from service.polling import Poller, Reconciler
+from service.providers.aimlapi import AimlApiClient
+from service.providers.base import Provider
+from service.providers.modelslab import ModelsLabClient
+from service.queue import ClaimedTask, TaskQueue
+from service.records import fail, get_job
+from service.results import PollTiming
+from service.retry import RetryPolicy
+from service.storage.base import ArchiveStore
+from service.storage.filesystem import FilesystemStore
+from service.storage.s3 import S3Store
+from service.storage.url import parse_archive_url
+from service.worker import Handler, Periodic, Worker
+
+
+def build_store(settings: Settings) -> ArchiveStore:
+    location = parse_archive_url(settings.archive_url)
+    if location.scheme == "file":
+        assert location.path is not None
+        return FilesystemStore(location.path, url_base=settings.public_url, secret=settings.secret)
+    assert location.bucket is not None
+    return S3Store(
+        location.bucket,
+        location.prefix,
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_kms_key_id,
+        storage_class=settings.s3_storage_class,
+        object_lock_mode=settings.s3_object_lock_mode,
+        object_lock_days=settings.s3_object_lock_days,
+        multipart_threshold=settings.s3_multipart_threshold,
+    )
+
+
+def build_downloader(settings: Settings, *, any_public_host: bool = False) -> Downloader:
+    """Outputs come only from the providers' hosts; inputs from any public host."""
+    hosts = ("*",) if any_public_host else settings.download_allowed_hosts
+    return Downloader(
+        hosts=HostPolicy(hosts),
+        addresses=AddressPolicy(settings.download_allowed_networks),
+        max_bytes=settings.download_max_bytes,
+        connect_timeout=settings.download_connect_timeout,
+        read_timeout=settings.download_read_timeout,
+        total_timeout=settings.download_total_timeout,
+        max_redirects=settings.download_max_redirects,
+        user_agent=f"genvault/{__version__}",
+    )
+
+
+def build_providers(settings: Settings, session: requests.Session) -> dict[str, Provider]:
+    def secret(value: object) -> str | None:
+        return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+
+    return {
+        "modelslab": ModelsLabClient(
+            settings.modelslab_base_url,
+            secret(settings.modelslab_api_key),
+            secret(settings.modelslab_enterprise_api_key),
+            session=session,
+            timeout=settings.provider_timeout,
+        ),
+        "aimlapi": AimlApiClient(
+            settings.aimlapi_base_url,
+            secret(settings.aimlapi_api_key),
+            session=session,
+            timeout=settings.provider_timeout,
+        ),
+    }
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    queue: TaskQueue
+    store: ArchiveStore
+    providers: dict[str, Provider]
+    http: requests.Session
+    policy: RetryPolicy
+    timing: PollTiming
+    receiver: CallbackReceiver
+    archiver: Archiver
+    workdir: Path | None = None
+    # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
+    wake_event: threading.Event | None = field(default=None, repr=False)
+
+    def wake_workers(self) -> None:
+        if self.wake_event is not None:
+            self.wake_event.set()
+
+    def give_up(self, task: ClaimedTask, error: BaseException) -> None:
+        """A task will not be retried: its job fails with the reason, unless already settled."""
+        if task.job_id is None:
+            return
+        code = getattr(error, "code", "failed")
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        if task.kind == "poll":
+            code, message = "timeout", f"the provider never reported a result ({message})"
+        with self.db.transaction() as session:
+            fail(get_job(session, task.job_id, for_update=True), code, message)
+
+    def worker(self, concurrency: int | None = None) -> Worker:
+        s = self.settings
+        submitter_inputs = InlineInputs(
+            self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
+        )
+        from service.submission import Submitter
+
+        handlers: dict[str, Handler] = {
+            "submit": Submitter(
+                self.db,
+                self.queue,
+                self.providers,
+                s.public_url,
+                s.secret,
+                self.timing,
+                submitter_inputs,
+            ),
+            "poll": Poller(self.db, self.queue, self.providers, self.timing),
+            "archive": self.archiver,
+        }
+        reconciler = Reconciler(
+            self.db,
+            self.queue,
+            self.timing,
+            stuck_after=s.job_stuck_after_seconds,
+            max_age=s.job_max_age_seconds,
+        )
+        worker = Worker(
+            self.queue,
+            handlers,
+            on_give_up=self.give_up,
+            policy=self.policy,
+            concurrency=concurrency or s.worker_concurrency,
+            poll_interval=s.worker_poll_interval,
+            periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
+        )
+        self.wake_event = worker.wake_event
+        return worker
+
+    def close(self) -> None:
+        self.http.close()
+        self.db.dispose()
+
+
+def build(settings: Settings) -> Container:
+    db = Database(make_engine(settings.database_url))
+    policy = RetryPolicy(
+        max_attempts=settings.task_max_attempts,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+    queue = TaskQueue(
+        db,
+        lease_seconds=settings.worker_lease_seconds,
+        default_max_attempts=settings.task_max_attempts,
+    )
+    timing = PollTiming(settings.poll_grace_seconds, settings.poll_max_attempts)
+    http = requests.Session()
+    http.headers["User-Agent"] = f"genvault/{__version__}"
+    providers = build_providers(settings, http)
+    store = build_store(settings)
+    limits = ImageLimits(settings.download_max_bytes, settings.max_image_pixels)
+    archiver = Archiver(
+        db,
+        store,
+        ImageStager(build_downloader(settings), limits),
+        ImageStager(build_downloader(settings, any_public_host=True), limits),
+        nsfw_policy=settings.nsfw_policy,
+    )
+    receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
+    return Container(
+        settings=settings,
+        db=db,
+        queue=queue,
+        store=store,
+        providers=providers,
+        http=http,
+        policy=policy,
+        timing=timing,
+        receiver=receiver,
+        archiver=archiver,
+    )

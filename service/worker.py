@@ -1,0 +1,238 @@
+"""The worker loop: claim → run → record. Small, stoppable, and testable with run_once()."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+from service import metrics
+from service.errors import PermanentError
+from service.queue import ClaimedTask, TaskQueue
+from service.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """A handler's answer meaning "not yet: run me again in ``delay`` seconds"."""
+
+    delay: float
+
+
+Handler = Callable[[ClaimedTask], Reschedule | None]
+# Called once when a task is given up on: the job must learn why.
+GiveUp = Callable[[ClaimedTask, BaseException], None]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work the worker does every ``interval`` seconds besides tasks (the reconciler)."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        on_give_up: GiveUp,
+        policy: RetryPolicy,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+        periodic: Sequence[Periodic] = (),
+        shutdown_grace: float = 25.0,
+        worker_id: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.on_give_up = on_give_up
+        self.policy = policy
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.periodic = list(periodic)
+        self.shutdown_grace = shutdown_grace
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop_event = threading.Event()
+        self._held: dict[int, ClaimedTask] = {}
+        self._lock = threading.Lock()
+        self.wake_event = threading.Event()
+        self._next_periodic = {p.name: 0.0 for p in self.periodic}
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake_event.set()
+
+    # -- one task ---------------------------------------------------------------------------
+
+    def execute(self, task: ClaimedTask) -> None:
+        """Run one claimed task and record its outcome. Never raises."""
+        started = time.monotonic()
+        outcome = "done"
+        try:
+            handler = self.handlers.get(task.kind)
+            if handler is None:
+                raise PermanentError(f"no handler for task kind {task.kind!r}")
+            if task.attempts > task.max_attempts:
+                # Claimed again after its lease ran out too often: its workers keep dying.
+                raise PermanentError(f"gave up after {task.max_attempts} attempts")
+            answer = handler(task)
+            if isinstance(answer, Reschedule):
+                outcome = "rescheduled"
+                self.queue.reschedule(task, self.id, answer.delay)
+            else:
+                self.queue.complete(task, self.id)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            outcome = self._record_failure(task, exc)
+        finally:
+            with self._lock:
+                self._held.pop(task.id, None)
+            self.wake_event.set()
+            metrics.TASKS.labels(task.kind, outcome).inc()
+            metrics.TASK_SECONDS.labels(task.kind).observe(time.monotonic() - started)
+            log.info(
+                "task %s",
+                outcome,
+                extra={
+                    "task_id": task.id,
+                    "kind": task.kind,
+                    "job_id": task.job_id,
+                    "attempt": task.attempts,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
+
+    def _record_failure(self, task: ClaimedTask, exc: Exception) -> str:
+        delay = self.policy.delay(task.attempts, exc)
+        if not isinstance(exc, PermanentError) and delay is None:
+            exc = PermanentError(f"gave up after {task.attempts} attempts: {exc}")
+        if delay is not None:
+            log.warning(
+                "task will retry in %.1fs: %s",
+                delay,
+                exc,
+                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
+                exc_info=not hasattr(exc, "message"),
+            )
+            self.queue.retry(task, self.id, delay, str(exc))
+            return "retry"
+        try:
+            self.on_give_up(task, exc)
+        except Exception:  # logged; the lease brings the task back
+            # Leave the task leased: it comes back when the lease runs out, and give-up runs again.
+            log.exception("recording a failure failed", extra={"task_id": task.id})
+            return "error"
+        self.queue.fail(task, self.id, str(exc))
+        return "failed"
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim what is due (up to the concurrency) and run it to the end, in this thread."""
+        self._run_periodic()
+        tasks = self.queue.claim(self.id, self.concurrency)
+        for task in tasks:
+            with self._lock:
+                self._held[task.id] = task
+            self.execute(task)
+        return len(tasks)
+
+    def run(self) -> None:
+        """Run until ``stop_event`` is set; then finish or release what is held."""
+        log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
+        heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
+        heartbeat.start()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
+        futures: set[Future[None]] = set()
+        try:
+            while not self.stop_event.is_set():
+                self._run_periodic()
+                futures = {f for f in futures if not f.done()}
+                free = self.concurrency - len(futures)
+                claimed = self._claim_safely(free)
+                for task in claimed:
+                    with self._lock:
+                        self._held[task.id] = task
+                    futures.add(pool.submit(self.execute, task))
+                if not claimed or len(claimed) == free:
+                    # Idle or full: sleep until new work, a free slot, a stop, or the interval.
+                    self.wake_event.wait(self.poll_interval)
+                    self.wake_event.clear()
+        finally:
+            self._drain(pool)
+            log.info("worker stopped", extra={"worker_id": self.id})
+
+    def _claim_safely(self, limit: int) -> list[ClaimedTask]:
+        try:
+            return self.queue.claim(self.id, limit)
+        except Exception:
+            # The database may be restarting; keep the loop alive and try again shortly.
+            log.exception("claiming tasks failed")
+            self.stop_event.wait(self.poll_interval)
+            return []
+
+    def _drain(self, pool: ThreadPoolExecutor) -> None:
+        deadline = time.monotonic() + self.shutdown_grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._held:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            left = list(self._held.values())
+        if left:
+            # Still running past the grace period: hand them back so another worker retries
+            # now instead of waiting for the lease to run out.
+            log.warning("releasing unfinished tasks", extra={"task_ids": [t.id for t in left]})
+            self.queue.release(left, self.id)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _heartbeat(self) -> None:
+        interval = max(self.queue.lease.total_seconds() / 3, 0.5)
+        while not self.stop_event.wait(interval):
+            with self._lock:
+                ids = list(self._held)
+            try:
+                self.queue.extend(ids, self.id)
+            except Exception:
+                log.exception("renewing leases failed")
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for job in self.periodic:
+            if now < self._next_periodic[job.name]:
+                continue
+            self._next_periodic[job.name] = now + job.interval
+            try:
+                job.run()
+            except Exception:
+                log.exception("periodic %s failed", job.name)
+
+    @contextmanager
+    def signals_handled(self) -> Iterator[None]:
+        """SIGTERM/SIGINT set the stop event; the previous handlers come back afterwards."""
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("stopping on %s", signal.Signals(signum).name)
+            self.stop()
+
+        previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

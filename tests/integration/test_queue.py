@@ -1,0 +1,223 @@
+"""The durable queue on SQLite and PostgreSQL: exclusive claims, leases, retries, dedupe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from service.db.models import Job, Task
+from service.db.session import Database
+from service.errors import PermanentError, TransientError
+from service.queue import ClaimedTask, TaskQueue
+from service.retry import RetryPolicy
+from service.worker import Reschedule, Worker
+
+
+def _job(db: Database, job_id: str = "job1") -> str:
+    with db.transaction() as s:
+        s.add(
+            Job(
+                id=job_id,
+                track_id=f"t-{job_id}",
+                endpoint="modelslab/text2img",
+                status="queued",
+                params={},
+                meta={},
+            )
+        )
+    return job_id
+
+
+def _enqueue(db: Database, queue: TaskQueue, n: int, kind: str = "noop") -> None:
+    with db.transaction() as s:
+        for i in range(n):
+            queue.enqueue(s, kind, job_id=None, payload={"n": i})
+
+
+def _statuses(db: Database) -> Counter[str]:
+    with db.transaction() as s:
+        return Counter(s.execute(select(Task.status)).scalars())
+
+
+def test_two_workers_never_run_the_same_task_at_once(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=30, default_max_attempts=3)
+    _enqueue(db, queue, 40)
+    running: set[int] = set()
+    runs: Counter[int] = Counter()
+    overlaps: list[int] = []
+    lock = threading.Lock()
+
+    def handler(task: ClaimedTask) -> None:
+        with lock:
+            if task.id in running:
+                overlaps.append(task.id)
+            running.add(task.id)
+            runs[task.id] += 1
+        time.sleep(0.005)
+        with lock:
+            running.discard(task.id)
+
+    def never(task: ClaimedTask, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    workers = [
+        Worker(
+            queue,
+            {"noop": handler},
+            on_give_up=never,
+            policy=RetryPolicy(),
+            concurrency=4,
+            worker_id=f"w{i}",
+        )
+        for i in range(2)
+    ]
+
+    def drain(worker: Worker) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(runs.values()) < 40:
+            worker.run_once()
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert overlaps == []
+    assert len(runs) == 40
+    assert set(runs.values()) == {1}, "a task ran twice"
+    assert _statuses(db) == Counter({"done": 40})
+
+
+def test_a_task_whose_worker_died_is_taken_over_when_its_lease_runs_out(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=0.3, default_max_attempts=3)
+    _enqueue(db, queue, 1)
+    [held] = queue.claim("dead-worker", 5)
+    assert queue.claim("other", 5) == [], "a live lease must not be taken"
+    time.sleep(0.4)
+    [again] = queue.claim("other", 5)
+    assert again.id == held.id
+    assert again.attempts == 2
+    # The dead worker's late answer is ignored: the lease holder decides.
+    assert queue.complete(held, "dead-worker") is False
+    assert queue.complete(again, "other") is True
+    assert _statuses(db) == Counter({"done": 1})
+
+
+def test_release_on_shutdown_hands_the_task_back_without_counting_an_attempt(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
+    _enqueue(db, queue, 1)
+    [task] = queue.claim("w", 1)
+    queue.release([task], "w")
+    [again] = queue.claim("w2", 1)
+    assert again.attempts == 1
+
+
+def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
+    db: Database,
+) -> None:
+    queue = TaskQueue(db, lease_seconds=60, default_max_attempts=5)
+    given_up: list[tuple[str, str]] = []
+    _enqueue(db, queue, 1, kind="flaky")
+    _enqueue(db, queue, 1, kind="broken")
+
+    def flaky(task: ClaimedTask) -> None:
+        raise TransientError("provider hiccup", retry_after=0)
+
+    def broken(task: ClaimedTask) -> None:
+        raise PermanentError("bad image", code="invalid_image")
+
+    worker = Worker(
+        queue,
+        {"flaky": flaky, "broken": broken},
+        on_give_up=lambda t, e: given_up.append((t.kind, str(e))),
+        policy=RetryPolicy(max_attempts=3, base_seconds=0.01, max_seconds=0.01),
+    )
+    for _ in range(20):
+        worker.run_once()
+        if len(given_up) == 2:
+            break
+        time.sleep(0.02)
+    assert ("broken", "bad image") in given_up
+    flaky_gave_up = [m for k, m in given_up if k == "flaky"]
+    assert flaky_gave_up and "gave up after 3 attempts" in flaky_gave_up[0]
+    with db.transaction() as s:
+        tasks = {t.kind: t for t in s.execute(select(Task)).scalars()}
+    assert tasks["broken"].attempts == 1 and tasks["broken"].status == "failed"
+    assert tasks["flaky"].attempts == 3 and tasks["flaky"].status == "failed"
+
+
+def test_dedupe_key_collapses_and_revive_brings_a_finished_task_back(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
+    job_id = _job(db)
+    for _ in range(3):
+        with db.transaction() as s:
+            queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}")
+    assert _statuses(db) == Counter({"queued": 1})
+    [task] = queue.claim("w", 5)
+    queue.fail(task, "w", "boom")
+    with db.transaction() as s:
+        queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}")
+    assert _statuses(db) == Counter({"failed": 1}), "a plain enqueue must not revive"
+    with db.transaction() as s:
+        queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}", revive=True)
+    [again] = queue.claim("w", 5)
+    assert again.id == task.id and again.attempts == 1
+
+
+def test_reschedule_runs_the_task_again_later(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=60, default_max_attempts=5)
+    _enqueue(db, queue, 1, kind="poll")
+    seen: list[int] = []
+
+    def poll(task: ClaimedTask) -> Reschedule | None:
+        seen.append(task.attempts)
+        return Reschedule(0.2) if len(seen) < 2 else None
+
+    worker = Worker(queue, {"poll": poll}, on_give_up=lambda t, e: None, policy=RetryPolicy())
+    assert worker.run_once() == 1
+    assert worker.run_once() == 0, "not due yet"
+    time.sleep(0.25)
+    assert worker.run_once() == 1
+    assert seen == [1, 2]
+    assert _statuses(db) == Counter({"done": 1})
+
+
+def test_worker_loop_stops_promptly_and_releases_what_it_cannot_finish(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
+    _enqueue(db, queue, 1, kind="slow")
+    started, finish = threading.Event(), threading.Event()
+
+    def slow(task: ClaimedTask) -> None:
+        started.set()
+        finish.wait(3)
+
+    worker = Worker(
+        queue,
+        {"slow": slow},
+        on_give_up=lambda t, e: None,
+        policy=RetryPolicy(),
+        poll_interval=0.05,
+        shutdown_grace=0.2,
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(5)
+    t0 = time.monotonic()
+    worker.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - t0 < 2
+    [again] = queue.claim("next", 1)
+    assert again.attempts == 1, "released work is handed back untried"
+    finish.set()
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 30])
+def test_retry_delay_is_jittered_capped_and_exponential(attempt: int) -> None:
+    policy = RetryPolicy(max_attempts=100, base_seconds=2, max_seconds=60)
+    ceiling = min(60, 2 * 2 ** (attempt - 1))
+    delays = [policy.delay(attempt, TransientError()) for _ in range(50)]
+    assert all(d is not None and ceiling / 2 <= d <= ceiling for d in delays)
