@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.s3", "tests.support.db"]
+pytest_plugins = ["tests.support.s3", "tests.support.db", "tests.support.app"]

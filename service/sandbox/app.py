@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from flask import Flask, Response, abort, jsonify
+from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -21,7 +22,9 @@ def make_sandbox_app(config: SandboxConfig | None = None) -> Flask:
     """A fresh sandbox with its own memory; routes under ``/api``, ``/aimlapi`` and ``/files``."""
     state = SandboxState(config or SandboxConfig())
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
+    json = DefaultJSONProvider(app)
+    json.sort_keys = False  # answer in the field order the providers document
+    app.json = json
     app.extensions[EXTENSION] = state
     app.register_blueprint(modelslab_blueprint(state), url_prefix="/api")
     app.register_blueprint(aimlapi_blueprint(state), url_prefix="/aimlapi")
