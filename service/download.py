@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,14 +23,8 @@ from urllib.parse import urljoin
 
 from prometheus_client import Counter
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
-from urllib3.exceptions import (
-    HTTPError,
-    ProtocolError,
-    SSLError,
-)
-from urllib3.exceptions import (
-    TimeoutError as Urllib3TimeoutError,
-)
+from urllib3 import exceptions as urllib3_errors
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from service.errors import PermanentError, TransientError
 from service.netpolicy import (
@@ -250,7 +245,7 @@ class Downloader:
                 preload_content=False,
                 decode_content=False,
             )
-        except HTTPError as exc:
+        except urllib3_errors.HTTPError as exc:
             pool.close()
             raise _translate(exc, target) from None
         except BaseException:
@@ -284,8 +279,10 @@ class Downloader:
                         )
                     digest.update(chunk)
                     out.write(chunk)
-        except HTTPError as exc:
-            # urllib3 wraps socket timeouts and resets met while reading in its own errors.
+        except urllib3_errors.HTTPError as exc:
+            # urllib3 wraps socket timeouts and resets met while reading in its own errors;
+            # a read cut short by the shrunken timeout is the deadline's doing.
+            self._remaining(deadline, target)
             raise _translate(exc, target) from None
         return size, digest.hexdigest()
 
@@ -317,16 +314,23 @@ def _check_status(status: int, retry_after: str | None, target: Target) -> None:
     raise PermanentError(message, code="download_failed")
 
 
-def _translate(exc: HTTPError, target: Target) -> Exception:
+def _translate(exc: urllib3_errors.HTTPError, target: Target) -> Exception:
     """urllib3's errors as ours: TLS verification is permanent, the rest transient."""
     host = target.host
-    if isinstance(exc, Urllib3TimeoutError):
+    # Before the timeout check: NewConnectionError subclasses ConnectTimeoutError in urllib3.
+    if isinstance(exc, urllib3_errors.NewConnectionError):
+        return TransientError(f"cannot connect to host {host!r}: {exc.__class__.__name__}")
+    if isinstance(exc, urllib3_errors.TimeoutError):
         return TransientError(f"timed out talking to host {host!r}")
-    if isinstance(exc, SSLError):
-        # A certificate that does not match the name will not start matching on a retry,
-        # and retrying a possible interception buys nothing.
-        return PermanentError(f"TLS verification failed for host {host!r}", code="download_failed")
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, urllib3_errors.SSLError):
+        if exc.args and isinstance(exc.args[0], (ssl.SSLCertVerificationError, CertificateError)):
+            # A certificate that does not match the name will not start matching on a
+            # retry, and retrying a possible interception buys nothing.
+            return PermanentError(
+                f"TLS verification failed for host {host!r}", code="download_failed"
+            )
+        return TransientError(f"TLS handshake with host {host!r} failed")
+    if isinstance(exc, urllib3_errors.ProtocolError):
         return TransientError(f"connection to host {host!r} broke: {type(exc).__name__}")
     return TransientError(f"cannot connect to host {host!r}: {type(exc).__name__}")
 

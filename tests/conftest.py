@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.support.s3", "tests.support.db", "tests.support.app"]
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.db",
+    "tests.support.app",
+    "tests.support.stack",
+]

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,10 +84,7 @@ def _redirect(h: Handler, q: dict[str, str]) -> None:
 
 def _chain(h: Handler, q: dict[str, str]) -> None:
     n = int(h.path.rsplit("/", 1)[1])
-    if n == 0:
-        _image(h, q)
-    else:
-        h.send(302, Location=f"/chain/{n - 1}")
+    h.send(302, Location="/img.png" if n == 0 else f"/chain/{n - 1}")
 
 
 def _status(h: Handler, q: dict[str, str]) -> None:
@@ -252,7 +249,7 @@ def net() -> Iterator[NetLog]:
 class FakeDNS:
     """The resolver border: fixed answers per name, and a record of every question."""
 
-    def __init__(self, answers: dict[str, Sequence[str]]) -> None:
+    def __init__(self, answers: Mapping[str, Sequence[str]]) -> None:
         self.answers = answers
         self.questions: list[str] = []
 
@@ -487,7 +484,7 @@ def test_allowed_address_downloads(
     assert result.content_type == "image/png"
 
 
-@pytest.mark.parametrize("path", ["/dir/rel", "/abs-path", "/scheme-relative", "/chain/3"])
+@pytest.mark.parametrize("path", ["/dir/rel", "/abs-path", "/scheme-relative", "/chain/2"])
 def test_redirects_that_stay_allowed_succeed(
     path: str,
     servers: Servers,
@@ -791,3 +788,11 @@ def test_https_untrusted_issuer_is_refused(
     with pytest.raises(PermanentError, match="TLS verification failed"):
         downloader.fetch(f"https://images.test:{server.port}/img.png", tmp_path / "o")
     assert server.hits == []
+
+
+def test_https_to_a_plain_http_port_is_transient(
+    servers: Servers, make_downloader: Callable[..., Downloader], tmp_path: Path
+) -> None:
+    url = f"https://images.test:{servers.allowed.port}/img.png"
+    with pytest.raises(TransientError, match="TLS handshake"):
+        make_downloader(hosts=NAMES).fetch(url, tmp_path / "o")

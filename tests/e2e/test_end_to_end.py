@@ -1,0 +1,198 @@
+"""submit → provider → callback → verified archive, with every piece a real process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from PIL import Image
+
+from service.tokens import webhook_token
+from tests.support.db import create_pg_database, drop_pg_database
+from tests.support.stack import SECRET, Stack
+
+pytestmark = pytest.mark.e2e
+
+SECRETS = ("ml-e2e-key-secret", "ml-enterprise-e2e-key-secret", "aiml-e2e-key-secret", SECRET)
+
+
+def _s3(stack: Stack) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1"
+    )
+
+
+def _keys(stack: Stack, job_id: str) -> list[str]:
+    pages = (
+        _s3(stack)
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=stack.bucket, Prefix=stack.prefix)
+    )
+    return sorted(
+        o["Key"] for p in pages for o in p.get("Contents", []) if f"/{job_id}/" in o["Key"]
+    )
+
+
+def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
+    """Read the manifest back from S3 and check every image against it."""
+    s3 = _s3(stack)
+    manifest_key = f"{stack.prefix}/{job['manifest_key']}"
+    manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=manifest_key)["Body"].read())
+    assert manifest["job_id"] == job["id"] and manifest["track_id"] == job["track_id"]
+    assert len(manifest["assets"]) == len(job["assets"]) > 0
+    for entry, asset in zip(manifest["assets"], job["assets"], strict=True):
+        obj = s3.get_object(
+            Bucket=stack.bucket, Key=f"{stack.prefix}/{entry['key']}", ChecksumMode="ENABLED"
+        )
+        data = obj["Body"].read()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] == asset["sha256"]
+        assert len(data) == entry["size"] == asset["size"]
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.size == (entry["width"], entry["height"])
+        assert obj["ContentType"] == entry["content_type"]
+        assert obj["Metadata"]["sha256"] == entry["sha256"]
+        # The presigned link in the job JSON serves the same bytes.
+        assert requests.get(asset["url"], timeout=10).content == data
+    expected = sorted(
+        [manifest_key]
+        + [
+            f"{stack.prefix}/{e['key']}"
+            for e in manifest["assets"] + manifest["inputs"]
+            if e.get("key")
+        ]
+    )
+    assert _keys(stack, job["id"]) == expected
+    text = json.dumps(manifest) + json.dumps(job)
+    for secret in SECRETS:
+        assert secret not in text
+    return manifest
+
+
+def test_text2img_travels_the_whole_way(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory()
+    job = stack.submit(
+        "modelslab/text2img",
+        {
+            "model_id": "flux",
+            "prompt": "a lighthouse at dusk",
+            "width": "512",
+            "height": 768,
+            "samples": 2,
+            "seed": 7,
+        },
+        metadata={"order": "o-1"},
+    )
+    done = stack.wait_status(job["id"], "archived", "failed")
+    assert done["status"] == "archived", done
+    assert done["provider_request_id"]
+    manifest = verify_archive(stack, done)
+    assert [(a["width"], a["height"]) for a in manifest["assets"]] == [(512, 768)] * 2
+    assert manifest["metadata"] == {"order": "o-1"}
+    assert manifest["request"]["params"]["prompt"] == "a lighthouse at dusk"
+    logs = stack.tail_logs(10_000)
+    for secret in SECRETS:
+        assert secret not in logs
+    assert "token=" not in logs.replace("token=[redacted]", "")
+
+
+def test_duplicate_callbacks_give_exactly_one_set_of_objects(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    # The provider never calls back and the poll comes late, so this test plays the provider.
+    stack = stack_factory(GENVAULT_POLL_GRACE_SECONDS="60")
+    job = stack.submit(
+        "modelslab/text2img",
+        {
+            "model_id": "flux",
+            "prompt": "[sandbox:processing,eta=0.3,webhook-never] twin",
+            "samples": 2,
+        },
+    )
+    job = stack.wait(job["id"], lambda j: j["status"] == "processing" and j["provider_request_id"])
+    time.sleep(0.5)
+    result = requests.post(
+        f"{stack.sandbox_url}/api/v6/images/fetch/{job['provider_request_id']}",
+        json={"key": "x"},
+        timeout=10,
+    ).json()
+    assert result["status"] == "success"
+    body = json.dumps({**result, "track_id": job["track_id"]}).encode()
+    token = webhook_token(SECRET.encode(), "modelslab", job["track_id"])
+    url = f"{stack.web_url}/webhooks/modelslab/{job['track_id']}?token={token}"
+
+    def send(_: int) -> tuple[int, str]:
+        r = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        return r.status_code, r.json()["status"]
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    answers += [send(i) for i in range(4)]
+    assert [code for code, _ in answers] == [200] * 10
+    assert sorted(outcome for _, outcome in answers) == ["accepted"] + ["duplicate"] * 9
+    done = stack.wait_status(job["id"], "archived", "failed")
+    assert done["status"] == "archived", done
+    verify_archive(stack, done)
+    # Replays after archiving change nothing either.
+    keys = _keys(stack, job["id"])
+    assert [send(i)[0] for i in range(3)] == [200] * 3
+    time.sleep(1)
+    assert _keys(stack, job["id"]) == keys and len(keys) == 3
+    assert stack.job(job["id"])["status"] == "archived"
+
+
+@pytest.mark.postgres
+def test_several_workers_share_one_postgresql(stack_factory: Callable[..., Stack]) -> None:
+    url = create_pg_database()
+    try:
+        stack = stack_factory(database_url=url, workers=2)
+        jobs = [
+            stack.submit(
+                "modelslab/text2img", {"model_id": "flux", "prompt": f"tile {i}", "samples": 2}
+            )
+            for i in range(6)
+        ]
+        for job in jobs:
+            done = stack.wait_status(job["id"], "archived", "failed")
+            assert done["status"] == "archived", done
+            verify_archive(stack, done)
+        stack.stop()
+    finally:
+        drop_pg_database(url)
+
+
+def test_a_worker_killed_mid_flight_loses_nothing(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory(GENVAULT_WORKER_LEASE_SECONDS="2", GENVAULT_WORKER_CONCURRENCY="2")
+    jobs = [
+        stack.submit(
+            "modelslab/text2img",
+            {
+                "model_id": "flux",
+                "prompt": f"crash {i}",
+                "samples": 4,
+                "width": 1024,
+                "height": 1024,
+            },
+        )
+        for i in range(4)
+    ]
+    stack.wait(jobs[0]["id"], lambda j: j["status"] in ("processing", "archiving", "archived"))
+    victim = next(p for p in stack.procs if "worker" in " ".join(map(str, p.args)))
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    unfinished = [j for j in jobs if stack.job(j["id"])["status"] != "archived"]
+    assert unfinished, "the worker finished everything before it was killed: nothing was tested"
+    stack.start_worker("worker-after-crash")
+    for job in jobs:
+        done = stack.wait_status(job["id"], "archived", "failed", timeout=90)
+        assert done["status"] == "archived", done
+        verify_archive(stack, done)
