@@ -149,7 +149,7 @@ class Downloader:
     def _failed(partial: Path, outcome: str, exc: Exception) -> None:
         partial.unlink(missing_ok=True)
         DOWNLOADS.labels(outcome=outcome).inc()
-        log.info("download %s: %s", outcome, exc)
+        log.info("%s [download outcome=%s]", exc, outcome)
 
     def _follow(self, url: str, partial: Path, deadline: float) -> Downloaded:
         current = url

@@ -24,11 +24,15 @@ _MAX_HEADER = 256
 
 def write_data_uri(uri: str, dest: Path, max_bytes: int) -> tuple[int, str]:
     """Decode a ``data:image/...;base64,`` URI into ``dest``; return (size, sha256 hex)."""
-    raw = uri.encode("ascii", "replace")
-    offset = _data_header_end(raw[:_MAX_HEADER], code="invalid_input")
+    # "replace" keeps one byte per character, so offsets in the text and the bytes agree;
+    # a replaced character then fails base64 decoding as it should.
+    offset = _data_header_end(uri[:_MAX_HEADER].encode("ascii", "replace"), code="invalid_input")
     if offset is None:
         raise PermanentError("not a data: URI", code="invalid_input")
-    chunks = (raw[i : i + CHUNK_CHARS] for i in range(offset, len(raw), CHUNK_CHARS))
+    chunks = (
+        uri[i : i + CHUNK_CHARS].encode("ascii", "replace")
+        for i in range(offset, len(uri), CHUNK_CHARS)
+    )
     return _decode_to(chunks, dest, max_bytes)
 
 

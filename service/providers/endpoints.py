@@ -138,9 +138,9 @@ def expected_size(endpoint: str, params: Mapping[str, Any]) -> tuple[int, int] |
     16:9, while Kontext follows the input image: no size is reported for it.
     """
     spec = get_endpoint(endpoint)
-    if spec.provider != "modelslab":
+    wire = _wire_or_none(endpoint, params)
+    if spec.provider != "modelslab" or wire is None:
         return None
-    wire = validate_params(endpoint, params)
     width, height = wire.get("width"), wire.get("height")
     if not isinstance(width, int) or not isinstance(height, int):
         return None
@@ -154,9 +154,18 @@ def expected_size(endpoint: str, params: Mapping[str, Any]) -> tuple[int, int] |
 
 def expected_count(endpoint: str, params: Mapping[str, Any]) -> int:
     """How many images the request asks for: ``samples`` or ``num_images``, default 1."""
-    wire = validate_params(endpoint, params)
+    wire = _wire_or_none(endpoint, params) or {}
     count = wire.get("num_images", wire.get("samples", 1))
     return count if isinstance(count, int) else 1
+
+
+def _wire_or_none(endpoint: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    # These run on stored jobs, long after submission: params that a later, stricter
+    # release would refuse must not make archiving fail, only make the answer unknown.
+    try:
+        return validate_params(endpoint, params)
+    except InvalidRequest:
+        return None
 
 
 def field_errors(model: type[BaseModel], details: list[ErrorDetails]) -> list[FieldError]:

@@ -114,17 +114,22 @@ def _safety_tolerance(value: Any) -> str:
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 ImageRef = Annotated[str, AfterValidator(_image_ref)]
-ImageRefs = Annotated[str | list[str], PlainValidator(_image_refs, json_schema_input_type=Any)]
+ImageRefs = Annotated[
+    str | list[str], PlainValidator(_image_refs, json_schema_input_type=str | list[str])
+]
 JsonScalar = Annotated[
-    str | int | float | bool | None, PlainValidator(_json_scalar, json_schema_input_type=Any)
+    str | int | float | bool | None,
+    PlainValidator(_json_scalar, json_schema_input_type=str | int | float | bool | None),
 ]
 ShortText = Annotated[str, StringConstraints(max_length=SHORT_TEXT_MAX)]
 ModelsLabPrompt = Annotated[
     str, StringConstraints(max_length=MODELSLAB_PROMPT_MAX), AfterValidator(_not_blank)
 ]
 ModelsLabText = Annotated[str, StringConstraints(max_length=MODELSLAB_PROMPT_MAX)]
-LoraStrength = Annotated[str, PlainValidator(_lora_strength, json_schema_input_type=Any)]
-SafetyTolerance = Annotated[str, PlainValidator(_safety_tolerance, json_schema_input_type=Any)]
+LoraStrength = Annotated[str, PlainValidator(_lora_strength, json_schema_input_type=str | float)]
+SafetyTolerance = Annotated[
+    str, PlainValidator(_safety_tolerance, json_schema_input_type=str | int)
+]
 SafetyCheckerType = Literal["blur", "sensitive_content_text", "pixelate", "black"]
 AspectRatio = Literal["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from prometheus_client import REGISTRY
 
+from service.config import Settings
 from service.download import Downloaded, Downloader, DownloadTooLarge, Resolver, system_resolver
 from service.errors import PermanentError, TransientError
 from service.netpolicy import AddressPolicy, DownloadRefused, HostPolicy, IPAddress
@@ -373,6 +374,7 @@ ATTACKS: list[Attack] = [
     Attack("http://images.test@127.0.0.2:{b}/img.png", "userinfo", NAMES),
     Attack("http://127.0.0.2:{b}#@127.0.0.1:{a}/img.png", "loopback"),
     Attack("http://127.0.0.2:{b}\\@127.0.0.1:{a}/img.png", "malformed-url"),
+    Attack("http://%31%32%37.0.0.2:{b}/img.png", "malformed-host"),
     Attack("file:///etc/passwd", "scheme"),
     Attack("gopher://127.0.0.1:{a}/_GET%20/img.png", "scheme"),
     Attack("ftp://127.0.0.1:{a}/img.png", "scheme"),
@@ -796,3 +798,21 @@ def test_https_to_a_plain_http_port_is_transient(
     url = f"https://images.test:{servers.allowed.port}/img.png"
     with pytest.raises(TransientError, match="TLS handshake"):
         make_downloader(hosts=NAMES).fetch(url, tmp_path / "o")
+
+
+def test_from_settings_applies_the_download_settings(servers: Servers, tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,  # pydantic-settings: read no .env here
+        download_allowed_hosts=("127.0.0.1",),
+        download_allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+        download_max_bytes=len(PNG) - 1,
+    )
+    downloader = Downloader.from_settings(settings)
+    with pytest.raises(DownloadTooLarge):
+        downloader.fetch(f"http://127.0.0.1:{servers.allowed.port}/img.png", tmp_path / "o")
+    with pytest.raises(DownloadRefused, match="host-not-allowed"):
+        downloader.fetch(f"http://localhost:{servers.allowed.port}/img.png", tmp_path / "o")
+    with pytest.raises(DownloadRefused, match="loopback"):
+        Downloader.from_settings(Settings(_env_file=None, download_allowed_hosts=("*",))).fetch(
+            f"http://127.0.0.1:{servers.allowed.port}/img.png", tmp_path / "o"
+        )

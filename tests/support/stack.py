@@ -114,8 +114,8 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], stack: Stack, timeout: f
         try:
             if requests.get(url, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or busy starting
         time.sleep(0.1)
     raise AssertionError(f"{url} did not come up\n{stack.tail_logs()}")
 

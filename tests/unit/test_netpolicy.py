@@ -4,6 +4,7 @@ import ipaddress
 
 import pytest
 
+from service.config import KNOWN_OUTPUT_HOSTS
 from service.netpolicy import AddressPolicy, DownloadRefused, HostPolicy, parse_target
 
 # url -> (host, port, request_target): how a URL is normalised before any check.
@@ -206,3 +207,32 @@ def test_host_header_keeps_non_default_ports_and_brackets() -> None:
     assert parse_target("https://a.example/").host_header == "a.example"
     assert parse_target("http://a.example:8080/").host_header == "a.example:8080"
     assert parse_target("http://[2606:4700::1]:81/").host_header == "[2606:4700::1]:81"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        # PROVIDERS.md, "Output hosts seen", plus the AI/ML API's.
+        "pub-3626123a908346a7a8be8d9295f44e26.r2.dev",
+        "pub-8b49af329fae499aa563997f5d4068a4.r2.dev",
+        "cdn2.stablediffusionapi.com",
+        "cdn.stablediffusionapi.com",
+        "image.stablediffusionapi.com",
+        "cdn.modelslab.com",
+        "assets.modelslab.com",
+        "assets.modelslab.ai",
+        "modelslab-bom.s3.amazonaws.com",
+        "d1okzptojspljx.cloudfront.net",
+        "cdn.aimlapi.com",
+        "v3b.fal.media",
+    ],
+)
+def test_default_allowlist_admits_the_documented_output_hosts(host: str) -> None:
+    assert HostPolicy(KNOWN_OUTPUT_HOSTS).allows(parse_target(f"https://{host}/x.png"))
+
+
+@pytest.mark.parametrize(
+    "host", ["pub-0000.r2.dev", "s3.amazonaws.com", "evil.cloudfront.net", "127.0.0.1"]
+)
+def test_default_allowlist_does_not_admit_shared_hosting_at_large(host: str) -> None:
+    assert not HostPolicy(KNOWN_OUTPUT_HOSTS).allows(parse_target(f"https://{host}/x.png"))

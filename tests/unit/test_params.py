@@ -20,7 +20,10 @@ IMG2IMG = "modelslab/img2img"
 ENTERPRISE = "modelslab-enterprise/flux_kontext_dev/img2img"
 AIMLAPI = "aimlapi/images/generations"
 
-PNG_DATA_URI = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg=="
+PNG_DATA_URI = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5ErkJggg=="
+)
 
 MINIMAL: dict[str, dict[str, Any]] = {
     TEXT2IMG: {"model_id": "juggernaut-xl-v5", "prompt": "a lighthouse at dusk"},
@@ -294,3 +297,9 @@ def test_expected_count() -> None:
     assert expected_count(TEXT2IMG, {**MINIMAL[TEXT2IMG], "samples": "3"}) == 3
     assert expected_count(IMG2IMG, {**MINIMAL[IMG2IMG], "samples": 4}) == 4
     assert expected_count(AIMLAPI, {**MINIMAL[AIMLAPI], "num_images": 2}) == 2
+
+
+def test_expected_size_and_count_of_params_that_no_longer_validate() -> None:
+    stale = {**MINIMAL[TEXT2IMG], "width": 2048, "height": 512, "samples": 9}
+    assert expected_size(TEXT2IMG, stale) is None
+    assert expected_count(TEXT2IMG, stale) == 1

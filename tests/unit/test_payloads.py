@@ -54,10 +54,11 @@ def test_data_uri_refusals_are_invalid_input(tmp_path: Path, uri: str) -> None:
     assert not dest.exists()
 
 
-def test_data_uri_with_bad_base64_is_an_invalid_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("data", ["iVBO!!!!", "iVBORw0KGgo\u00e9AAA", "iVBORw0KG"])
+def test_data_uri_with_bad_base64_is_an_invalid_image(tmp_path: Path, data: str) -> None:
     dest = tmp_path / "out"
     with pytest.raises(PermanentError) as excinfo:
-        write_data_uri("data:image/png;base64,iVBO!!!!", dest, MAX)
+        write_data_uri(f"data:image/png;base64,{data}", dest, MAX)
     assert excinfo.value.code == "invalid_image"
     assert not dest.exists()
     assert _no_partials(tmp_path)

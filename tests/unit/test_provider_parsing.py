@@ -313,7 +313,7 @@ AIML_DATA = {
     ],
     "meta": {"usage": {"credits_used": 120000}},
 }
-AIML_IMAGES = {
+AIML_IMAGES: dict[str, Any] = {
     "images": [
         {
             "url": "https://cdn.aimlapi.com/squirrel/files/rabbit/b.jpg",
