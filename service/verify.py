@@ -88,7 +88,7 @@ def verify_image(
     if max_bytes is not None and size > max_bytes:
         raise InvalidImage(f"too large: {size} bytes > {max_bytes}")
     with path.open("rb") as f:
-        head = f.read(64)
+        head = f.read(512)
     fmt = sniff(head)
     if fmt is None:
         raise InvalidImage(f"not a PNG, JPEG or WebP (looks like {describe(head)})")
