@@ -51,14 +51,25 @@ def run(stack: Stack, n: int) -> None:
     http = requests.Session()
     jobs = []
     for i in range(n):
-        r = http.post(f"{stack.web_url}/v1/jobs", headers=stack.auth, timeout=10,
-                      json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": f"p{i}"}})
+        r = http.post(
+            f"{stack.web_url}/v1/jobs",
+            headers=stack.auth,
+            timeout=10,
+            json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": f"p{i}"}},
+        )
         r.raise_for_status()
         jobs.append(r.json())
     bodies = [
-        json.dumps({"status": "success", "id": 1000 + i, "generationTime": 1.2, "track_id": j["track_id"],
-                    "output": [f"https://cdn2.stablediffusionapi.com/generations/{i}-0.png"],
-                    "meta": {"seed": i, "width": 512, "height": 512}}).encode()
+        json.dumps(
+            {
+                "status": "success",
+                "id": 1000 + i,
+                "generationTime": 1.2,
+                "track_id": j["track_id"],
+                "output": [f"https://cdn2.stablediffusionapi.com/generations/{i}-0.png"],
+                "meta": {"seed": i, "width": 512, "height": 512},
+            }
+        ).encode()
         for i, j in enumerate(jobs)
     ]
     urls = [
@@ -86,12 +97,17 @@ def run(stack: Stack, n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--callbacks", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        overrides = {"GENVAULT_ARCHIVE_URL": f"file://{tmp_path / 'archive'}", "GENVAULT_LOG_LEVEL": "WARNING"}
+        overrides = {
+            "GENVAULT_ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
+            "GENVAULT_LOG_LEVEL": "WARNING",
+        }
         for name in ("sqlite", "postgresql"):
             if name == "sqlite":
                 url, cleanup = f"sqlite:///{tmp_path / 'bench.db'}", None
@@ -103,7 +119,9 @@ def main() -> int:
                     continue
                 cleanup = url
             (tmp_path / name).mkdir()
-            stack = start_stack(tmp_path / name, "http://127.0.0.1:9", "unused", url, workers=0, **overrides)
+            stack = start_stack(
+                tmp_path / name, "http://127.0.0.1:9", "unused", url, workers=0, **overrides
+            )
             try:
                 print(f"{name} ({args.callbacks} callbacks, sequential, keep-alive, loopback):")
                 run(stack, args.callbacks)

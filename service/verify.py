@@ -35,6 +35,9 @@ _CONTENT_TYPE_ALIASES = {
     "image/x-png": "image/png",
 }
 _PNG_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type
+# Above this many decoded bytes an image is checked in a streaming way (see below).
+_DECODE_IN_MEMORY_BYTES = 32 * 1024 * 1024
 # Says nothing about the bytes, so it cannot contradict them.
 _UNLABELLED = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 # Pillow raises more than OSError on hostile input (its plugins use SyntaxError, struct.error
@@ -194,12 +197,73 @@ def _decode(path: Path, kind: _Kind, max_pixels: int) -> tuple[int, int]:
                     raise InvalidImage(f"bad dimensions: {width}x{height}")
                 if width * height > max_pixels:
                     raise InvalidImage(f"too many pixels: {width}x{height} > {max_pixels}")
-                img.load()
+                _decode_within_budget(path, img, kind)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise InvalidImage(f"too many pixels: {exc}") from None
         except _DECODE_ERRORS as exc:
             raise InvalidImage(_decode_reason(kind, exc)) from None
     return width, height
+
+
+def _decode_within_budget(path: Path, img: Image.Image, kind: _Kind) -> None:
+    """Decode every byte of pixel data, without holding a large image in memory.
+
+    Small images are simply loaded. A large JPEG is decoded at 1/8 scale (the decoder still
+    reads the whole entropy-coded stream, so truncation shows). A large PNG has its zlib
+    stream inflated in bounded pieces and counted against what IHDR promises. Anything else
+    large (WebP, interlaced PNG) is loaded whole: the pixel cap bounds it.
+    """
+    width, height = img.size
+    if width * height * len(img.getbands()) <= _DECODE_IN_MEMORY_BYTES:
+        img.load()
+    elif kind.pillow_format == "JPEG":
+        img.draft(img.mode, ((width + 7) // 8, (height + 7) // 8))
+        img.load()
+    elif kind.pillow_format == "PNG" and (problem := _png_pixel_data_problem(path)) != "interlaced":
+        if problem:
+            raise InvalidImage(problem)
+    else:
+        img.load()
+
+
+def _png_pixel_data_problem(path: Path) -> str | None:
+    """Inflate the IDAT stream in bounded steps; what is wrong with it, or None."""
+    with path.open("rb") as f:
+        f.seek(16)
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
+        if interlace:
+            return "interlaced"
+        channels = _PNG_CHANNELS.get(colour)
+        if channels is None:
+            return f"corrupt: PNG colour type {colour}"
+        expected = height * (1 + (width * depth * channels + 7) // 8)
+        inflater, produced = zlib.decompressobj(), 0
+        f.seek(8)
+        while header := f.read(8):
+            length, chunk_type = struct.unpack(">I4s", header)
+            if chunk_type == b"IEND":
+                break
+            if chunk_type != b"IDAT":
+                f.seek(length + 4, 1)
+                continue
+            left = length
+            while left:
+                pending = f.read(min(left, 1 << 16))
+                left -= len(pending)
+                while pending:
+                    try:
+                        # max_length keeps a highly compressed block from inflating all at once.
+                        produced += len(inflater.decompress(pending, 1 << 20))
+                    except zlib.error as exc:
+                        return f"corrupt PNG pixel data: {exc}"
+                    pending = inflater.unconsumed_tail
+                    if produced > expected:
+                        return "corrupt: more PNG pixel data than the header allows"
+            f.seek(4, 1)  # CRC, already checked by _png_chunks_problem
+        produced += len(inflater.flush())
+    if not inflater.eof or produced != expected:
+        return "truncated"
+    return None
 
 
 def _decode_reason(kind: _Kind, exc: Exception) -> str:

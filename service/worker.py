@@ -73,6 +73,12 @@ class Worker:
         self.wake_event = threading.Event()
         self._next_periodic = {p.name: 0.0 for p in self.periodic}
 
+    @property
+    def in_flight(self) -> int:
+        """Tasks claimed and not yet settled."""
+        with self._lock:
+            return len(self._held)
+
     def stop(self) -> None:
         self.stop_event.set()
         self.wake_event.set()

@@ -213,6 +213,9 @@ def test_worker_loop_stops_promptly_and_releases_what_it_cannot_finish(db: Datab
     [again] = queue.claim("next", 1)
     assert again.attempts == 1, "released work is handed back untried"
     finish.set()
+    deadline = time.monotonic() + 5
+    while worker.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 5, 30])
