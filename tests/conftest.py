@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.support.db",
     "tests.support.app",
     "tests.support.stack",
+    "tests.support.fileserver",
 ]
