@@ -109,6 +109,7 @@ class Submitter:
             # Recorded before the call, so a crash mid-call shows as `submitted`, not `queued`.
             records.advance(job, JobStatus.SUBMITTED)
             job.submitted_at = job.submitted_at or utcnow()
+            session.flush()  # expunge() would silently drop the unflushed changes
             session.expunge(job)
 
         spec = get_endpoint(job.endpoint)

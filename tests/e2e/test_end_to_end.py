@@ -2,80 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import boto3
 import pytest
 import requests
-from PIL import Image
 
 from service.tokens import webhook_token
+from tests.support.archive_checks import SECRETS, job_keys, verify_archive
 from tests.support.db import create_pg_database, drop_pg_database
 from tests.support.stack import SECRET, Stack
 
 pytestmark = pytest.mark.e2e
-
-SECRETS = ("ml-e2e-key-secret", "ml-enterprise-e2e-key-secret", "aiml-e2e-key-secret", SECRET)
-
-
-def _s3(stack: Stack) -> Any:
-    return boto3.client(
-        "s3", endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1"
-    )
-
-
-def _keys(stack: Stack, job_id: str) -> list[str]:
-    pages = (
-        _s3(stack)
-        .get_paginator("list_objects_v2")
-        .paginate(Bucket=stack.bucket, Prefix=stack.prefix)
-    )
-    return sorted(
-        o["Key"] for p in pages for o in p.get("Contents", []) if f"/{job_id}/" in o["Key"]
-    )
-
-
-def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
-    """Read the manifest back from S3 and check every image against it."""
-    s3 = _s3(stack)
-    manifest_key = f"{stack.prefix}/{job['manifest_key']}"
-    manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=manifest_key)["Body"].read())
-    assert manifest["job_id"] == job["id"] and manifest["track_id"] == job["track_id"]
-    assert len(manifest["assets"]) == len(job["assets"]) > 0
-    for entry, asset in zip(manifest["assets"], job["assets"], strict=True):
-        obj = s3.get_object(
-            Bucket=stack.bucket, Key=f"{stack.prefix}/{entry['key']}", ChecksumMode="ENABLED"
-        )
-        data = obj["Body"].read()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"] == asset["sha256"]
-        assert len(data) == entry["size"] == asset["size"]
-        with Image.open(io.BytesIO(data)) as img:
-            assert img.size == (entry["width"], entry["height"])
-        assert obj["ContentType"] == entry["content_type"]
-        assert obj["Metadata"]["sha256"] == entry["sha256"]
-        # The presigned link in the job JSON serves the same bytes.
-        assert requests.get(asset["url"], timeout=10).content == data
-    expected = sorted(
-        [manifest_key]
-        + [
-            f"{stack.prefix}/{e['key']}"
-            for e in manifest["assets"] + manifest["inputs"]
-            if e.get("key")
-        ]
-    )
-    assert _keys(stack, job["id"]) == expected
-    text = json.dumps(manifest) + json.dumps(job)
-    for secret in SECRETS:
-        assert secret not in text
-    return manifest
 
 
 def test_text2img_travels_the_whole_way(stack_factory: Callable[..., Stack]) -> None:
@@ -143,10 +85,10 @@ def test_duplicate_callbacks_give_exactly_one_set_of_objects(
     assert done["status"] == "archived", done
     verify_archive(stack, done)
     # Replays after archiving change nothing either.
-    keys = _keys(stack, job["id"])
+    keys = job_keys(stack, job["id"])
     assert [send(i)[0] for i in range(3)] == [200] * 3
     time.sleep(1)
-    assert _keys(stack, job["id"]) == keys and len(keys) == 3
+    assert job_keys(stack, job["id"]) == keys and len(keys) == 3
     assert stack.job(job["id"])["status"] == "archived"
 
 

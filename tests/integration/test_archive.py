@@ -143,6 +143,7 @@ def test_outputs_are_archived_with_checksums_metadata_and_the_manifest_last(
         "expected_height": 48,
     }
     assert manifest["assets"][1]["key"].endswith("/1.jpg")
+    assert manifest["timings"]["submitted_at"] is not None
 
 
 @pytest.mark.parametrize(

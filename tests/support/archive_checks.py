@@ -159,4 +159,3 @@ class ImageOrigin:
     def serve(self, path: str, body: bytes, content_type: str = "image/png") -> str:
         self.files[path] = (content_type, body)
         return self.url + path
-
