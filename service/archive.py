@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,9 +24,10 @@ from service.config import NsfwPolicy
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
-from service.errors import PermanentError
+from service.errors import PermanentError, TransientError
 from service.jobs import JobStatus
 from service.payloads import decode_base64_file, write_data_uri
+from service.providers.base import ProviderResult, ResultStatus
 from service.providers.endpoints import expected_size, get_endpoint
 from service.queue import ClaimedTask
 from service.redact import describe_source
@@ -34,6 +35,10 @@ from service.storage.base import ArchiveStore, ObjectExists
 from service.verify import ImageInfo, verify_image
 
 log = logging.getLogger(__name__)
+
+
+# Asks the job's provider for its current result (the fetch endpoint).
+Confirm = Callable[[Job], ProviderResult]
 
 
 class Fetcher(Protocol):
@@ -112,6 +117,7 @@ class Archiver:
         inputs: ImageStager,
         *,
         nsfw_policy: NsfwPolicy,
+        confirm: Confirm | None = None,
         workdir: Path | None = None,
     ) -> None:
         self.db = db
@@ -119,6 +125,7 @@ class Archiver:
         self.outputs = outputs
         self.inputs = inputs
         self.nsfw_policy = nsfw_policy
+        self.confirm = confirm
         self.workdir = workdir
 
     def __call__(self, task: ClaimedTask) -> None:
@@ -137,6 +144,8 @@ class Archiver:
         if answer is None:
             raise PermanentError("no successful provider answer to archive", code="no_result")
         result = results.result_from_json(answer.result)
+        if answer.source == "webhook" and self.confirm is not None:
+            result = self._confirmed(job, result)
         if not result.outputs:
             raise PermanentError(
                 "the provider reported success but listed no images", code="no_outputs"
@@ -166,6 +175,25 @@ class Archiver:
                 self._store(job, item, nsfw=nsfw)
 
         self._finish(job_id, answer, input_errors, nsfw, time.monotonic() - started)
+
+    def _confirmed(self, job: Job, claimed: ProviderResult) -> ProviderResult:
+        """Ask the provider itself what the webhook claimed (GENVAULT_CONFIRM_CALLBACKS).
+
+        ModelsLab signs nothing; with this on, only URLs the provider's own fetch endpoint
+        returns are downloaded, so a forged callback with a valid token gains nothing.
+        """
+        assert self.confirm is not None
+        answer = self.confirm(job)
+        if answer.status is ResultStatus.PROCESSING:
+            raise TransientError("the provider does not confirm the result yet")
+        if answer.status is not ResultStatus.SUCCESS or not answer.outputs:
+            raise PermanentError(
+                "the provider's fetch endpoint does not confirm the webhook's result",
+                code="unconfirmed_callback",
+            )
+        if set(claimed.outputs) - set(answer.outputs):
+            log.warning("webhook outputs differ from the provider's", extra={"job_id": job.id})
+        return answer
 
     def _store(self, job: Job, item: Staged, *, nsfw: bool) -> None:
         key: str | None

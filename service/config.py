@@ -150,6 +150,14 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _object_lock_pair(self) -> Settings:
+        if (self.s3_object_lock_mode is None) != (self.s3_object_lock_days is None):
+            raise ValueError(
+                "GENVAULT_S3_OBJECT_LOCK_MODE and GENVAULT_S3_OBJECT_LOCK_DAYS go together"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _dev_defaults(self) -> Settings:
         # `genvault dev` must start with nothing set; production must not start half-secured.
         if self.dev:

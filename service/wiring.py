@@ -16,13 +16,15 @@ from service import __version__
 from service.archive import Archiver, ImageLimits, ImageStager
 from service.callbacks import CallbackReceiver
 from service.config import Settings
+from service.db.models import Job
 from service.db.session import Database, make_engine
 from service.download import Downloader
 from service.inputs import InlineInputs
 from service.netpolicy import AddressPolicy, HostPolicy
 from service.polling import Poller, Reconciler
 from service.providers.aimlapi import AimlApiClient
-from service.providers.base import Provider
+from service.providers.base import Provider, ProviderResult
+from service.providers.endpoints import get_endpoint
 from service.providers.modelslab import ModelsLabClient
 from service.queue import ClaimedTask, TaskQueue
 from service.records import fail, get_job
@@ -182,12 +184,18 @@ def build(settings: Settings) -> Container:
     providers = build_providers(settings, http)
     store = build_store(settings)
     limits = ImageLimits(settings.download_max_bytes, settings.max_image_pixels)
+
+    def confirm(job: Job) -> ProviderResult:
+        provider = providers[get_endpoint(job.endpoint).provider]
+        return provider.fetch(job.endpoint, job.provider_request_id, job.fetch_url)
+
     archiver = Archiver(
         db,
         store,
         ImageStager(build_downloader(settings), limits),
         ImageStager(build_downloader(settings, any_public_host=True), limits),
         nsfw_policy=settings.nsfw_policy,
+        confirm=confirm if settings.confirm_callbacks else None,
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
     return Container(

@@ -290,3 +290,17 @@ def test_audit_finds_altered_deleted_and_unlisted_objects(
     assert cli.returncode == 1, cli.stderr
     assert "1 jobs with problems" in cli.stderr and "1 missing, 1 altered, 1 unlisted" in cli.stderr
     assert "audited 1/1 jobs" in cli.stderr
+
+
+def test_with_confirm_callbacks_a_webhook_url_the_provider_does_not_confirm_is_never_fetched(
+    make: Any, fileserver: FileServer, s3_bucket: str
+) -> None:
+    c = make(confirm_callbacks=True)
+    job, worker = _job_waiting(c)  # the sandbox says: still processing, for ten minutes
+    forged = fileserver.put("/forged.png", badfiles.image_bytes("png"))
+    _deliver(c, job, [forged])
+    worker.run_once()
+    with c.db.transaction() as s:
+        assert get_job(s, job.id).status == "archiving"  # waiting for the provider to agree
+    assert fileserver.hits.get("/forged.png") is None
+    assert _objects(s3_bucket) == {}
