@@ -111,6 +111,9 @@ def parse_aimlapi(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Pr
         url, inline = item.get("url"), item.get("b64_json")
         if _http_url(url):
             outputs.append(str(url))
+        elif isinstance(url, str) and url.strip().lower().startswith("data:image/"):
+            # The `images` shape has no b64_json: an inline image comes as a data: URI.
+            outputs.append(image_data_uri(url))
         elif isinstance(inline, str) and inline.strip():
             outputs.append(image_data_uri(inline))
     sized: Mapping[str, Any] = next((i for i in items if _dimension(i.get("width"))), {})
@@ -197,6 +200,16 @@ def _without_inline_images(body: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(item, Mapping) and isinstance(item.get("b64_json"), str)
             else item
             for item in data
+        ]
+    images = copy.get("images")
+    if isinstance(images, list):
+        copy["images"] = [
+            {**item, "url": f"{item['url'].split(',', 1)[0]},[{len(item['url'])} characters]"}
+            if isinstance(item, Mapping)
+            and isinstance(item.get("url"), str)
+            and item["url"].startswith("data:")
+            else item
+            for item in images
         ]
     return copy
 
