@@ -209,38 +209,7 @@ class Archiver:
                 item.info.extension,
                 quarantine=nsfw and self.nsfw_policy is NsfwPolicy.QUARANTINE,
             )
-        if key is not None:
-            put_verified(
-                self.store,
-                key,
-                item.path,
-                item.sha256,
-                item.info.content_type,
-                {
-                    "job-id": job.id,
-                    "track-id": job.track_id,
-                    "sha256": item.sha256,
-                    "role": item.role,
-                    "index": str(item.index),
-                },
-            )
-            metrics.ASSETS_ARCHIVED.labels(item.role).inc()
-            metrics.ARCHIVED_BYTES.inc(item.size)
-        with self.db.transaction() as session:
-            session.add(
-                Asset(
-                    job_id=job.id,
-                    role=item.role,
-                    index=item.index,
-                    key=key,
-                    source_url=item.source_url,
-                    sha256=item.sha256,
-                    size=item.size,
-                    content_type=item.info.content_type,
-                    width=item.info.width,
-                    height=item.info.height,
-                )
-            )
+        keep(self.db, self.store, job, item, key)
 
     def _finish(
         self,
@@ -286,6 +255,42 @@ class Archiver:
                 job.manifest_key = key
                 job.archived_at = now
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
+
+
+def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:
+    """Store a verified image under ``key`` (None: record only) and record it as an asset."""
+    if key is not None:
+        put_verified(
+            store,
+            key,
+            item.path,
+            item.sha256,
+            item.info.content_type,
+            {
+                "job-id": job.id,
+                "track-id": job.track_id,
+                "sha256": item.sha256,
+                "role": item.role,
+                "index": str(item.index),
+            },
+        )
+        metrics.ASSETS_ARCHIVED.labels(item.role).inc()
+        metrics.ARCHIVED_BYTES.inc(item.size)
+    with db.transaction() as session:
+        session.add(
+            Asset(
+                job_id=job.id,
+                role=item.role,
+                index=item.index,
+                key=key,
+                source_url=item.source_url,
+                sha256=item.sha256,
+                size=item.size,
+                content_type=item.info.content_type,
+                width=item.info.width,
+                height=item.info.height,
+            )
+        )
 
 
 def put_verified(

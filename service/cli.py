@@ -48,11 +48,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _settings()  # fail here, with one line, rather than inside every gunicorn worker
-    argv = ["gunicorn", "-c", "python:service.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
     if args.bind:
         argv += ["--bind", args.bind]
-    # gunicorn from the same environment (PATH), with a fixed argument list.
-    os.execvp("gunicorn", [*argv, "service.app:create_app()"])  # noqa: S606, S607
+    # gunicorn of this very environment, whether or not it is on PATH; a fixed argument list.
+    os.execv(sys.executable, [*argv, "service.app:create_app()"])  # noqa: S606
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

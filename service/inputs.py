@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service import layout
-from service.archive import ImageStager, input_urls, put_verified
+from service.archive import ImageStager, input_urls, keep
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.providers.endpoints import get_endpoint
@@ -72,34 +72,6 @@ class InlineInputs:
                     continue
                 item = self.stager.stage("input", i, urls[i], Path(tmp), base64_file=False)
                 key = layout.input_key(job.created_at, job.id, i, item.info.extension)
-                put_verified(
-                    self.store,
-                    key,
-                    item.path,
-                    item.sha256,
-                    item.info.content_type,
-                    {
-                        "job-id": job.id,
-                        "track-id": job.track_id,
-                        "sha256": item.sha256,
-                        "role": "input",
-                        "index": str(i),
-                    },
-                )
-                with self.db.transaction() as session:
-                    session.add(
-                        Asset(
-                            job_id=job.id,
-                            role="input",
-                            index=i,
-                            key=key,
-                            source_url=item.source_url,
-                            sha256=item.sha256,
-                            size=item.size,
-                            content_type=item.info.content_type,
-                            width=item.info.width,
-                            height=item.info.height,
-                        )
-                    )
+                keep(self.db, self.store, job, item, key)
                 keys[i] = key
         return keys

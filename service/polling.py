@@ -121,6 +121,9 @@ class Reconciler:
                     revive=True,
                     max_attempts=self.timing.max_attempts,
                 )
+                # enqueue() leaves a live poll alone; one queued for much later (a long eta
+                # plus grace) would keep a stuck job waiting, so it is brought forward.
+                self.queue.expedite(session, f"poll:{job_id}", within=self.stuck_after)
                 polled += 1
         if polled or timed_out:
             log.info("reconciled", extra={"polled": polled, "timed_out": timed_out})

@@ -103,6 +103,20 @@ class TaskQueue:
         else:
             session.execute(stmt.on_conflict_do_nothing(index_elements=[Task.dedupe_key]))
 
+    def expedite(self, session: Session, dedupe_key: str, *, within: float) -> None:
+        """Make a queued task due now if it would otherwise wait more than ``within`` seconds."""
+        now = utcnow()
+        session.execute(
+            update(Task)
+            .where(
+                Task.dedupe_key == dedupe_key,
+                Task.status == TaskStatus.QUEUED.value,
+                Task.run_after > now + timedelta(seconds=within),
+            )
+            .values(run_after=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
     def claim(self, worker_id: str, limit: int) -> list[ClaimedTask]:
         """Lease up to ``limit`` due tasks, including ones whose previous lease ran out."""
         if limit <= 0:

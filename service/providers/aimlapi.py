@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -16,7 +15,8 @@ from service.providers.base import (
     ProviderResult,
 )
 from service.providers.endpoints import SERVICE_OWNED_FIELDS, EndpointSpec, get_endpoint
-from service.providers.parsing import parse_aimlapi, read_json, readable_message, retry_after
+from service.providers.parsing import parse_aimlapi, readable_message, retry_after
+from service.providers.transport import post_json
 
 log = logging.getLogger(__name__)
 
@@ -66,39 +66,19 @@ class AimlApiClient:
         raise ProviderRejected("AI/ML API sends no webhooks for image models")
 
     def _post(self, spec: EndpointSpec, body: Mapping[str, Any], key: str) -> ProviderResult:
-        started = time.monotonic()
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        try:
-            # No redirects: requests would carry the Authorization header to the new location
-            # whenever it stays on the same host, and the answer is never a redirect anyway.
-            response = self._session.post(
-                self._base_url + spec.path,
-                json=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout:
-            # `from None`: requests' exceptions hold the prepared request, header and all.
-            raise ProviderError(f"AI/ML API did not answer within {self._timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise ProviderError(f"Could not reach AI/ML API ({type(exc).__name__})") from None
-        with response:
-            try:
-                payload = read_json(response, "AI/ML API")
-            except requests.RequestException as exc:
-                raise ProviderError(
-                    f"AI/ML API's answer broke off ({type(exc).__name__})"
-                ) from None
-        log.info(
-            "aimlapi %s answered HTTP %s in %.2f s",
-            spec.name,
-            response.status_code,
-            time.monotonic() - started,
+        answer = post_json(
+            self._session,
+            self._base_url + spec.path,
+            body,
+            headers=headers,
+            timeout=self._timeout,
+            provider="AI/ML API",
+            what=spec.name,
         )
-        if response.status_code >= 300 or not isinstance(payload, Mapping):
-            _raise_for(response.status_code, response.headers, payload, key)
+        payload = answer.payload
+        if answer.status >= 300 or not isinstance(payload, Mapping):
+            _raise_for(answer.status, answer.headers, payload, key)
         return parse_aimlapi(payload, secrets=(key,))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,10 +22,10 @@ from service.providers.endpoints import SERVICE_OWNED_FIELDS, EndpointSpec, get_
 from service.providers.parsing import (
     modelslab_status,
     parse_modelslab,
-    read_json,
     readable_message,
     retry_after,
 )
+from service.providers.transport import post_json
 
 log = logging.getLogger(__name__)
 
@@ -128,37 +127,16 @@ class ModelsLabClient:
         raise ProviderRejected("Cannot poll ModelsLab: no request id and no fetch_result")
 
     def _post(self, spec: EndpointSpec, url: str, body: Mapping[str, Any]) -> ProviderResult:
-        started = time.monotonic()
-        try:
-            # No redirects: a redirected POST would carry the key in its body to wherever
-            # the Location header points.
-            response = self._session.post(
-                url,
-                json=body,
-                headers=HEADERS,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout:
-            # `from None`: requests' exceptions hold the prepared request, key and all.
-            raise ProviderError(f"ModelsLab did not answer within {self._timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise ProviderError(f"Could not reach ModelsLab ({type(exc).__name__})") from None
-        with response:
-            try:
-                payload = read_json(response, "ModelsLab")
-            except requests.RequestException as exc:
-                raise ProviderError(
-                    f"ModelsLab's answer broke off ({type(exc).__name__})"
-                ) from None
-        log.info(
-            "modelslab %s answered HTTP %s in %.2f s",
-            spec.name,
-            response.status_code,
-            time.monotonic() - started,
+        answer = post_json(
+            self._session,
+            url,
+            body,
+            headers=HEADERS,
+            timeout=self._timeout,
+            provider="ModelsLab",
+            what=spec.name,
         )
-        return self._interpret(spec, response.status_code, response.headers, payload)
+        return self._interpret(spec, answer.status, answer.headers, answer.payload)
 
     def _interpret(
         self, spec: EndpointSpec, http_status: int, headers: Mapping[str, str], payload: Any

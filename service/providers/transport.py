@@ -1,0 +1,66 @@
+"""One JSON POST to a provider, with the failure modes every provider shares."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from service.providers.base import ProviderError
+from service.providers.parsing import read_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    payload: Any  # the decoded JSON, or None when the body was not JSON
+
+
+def post_json(
+    session: requests.Session,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    provider: str,
+    what: str,
+) -> Answer:
+    """POST ``body``; transport failures become ProviderError (transient) without secrets."""
+    started = time.monotonic()
+    try:
+        # No redirects: a redirected request would carry the key (in the body or the
+        # Authorization header) to wherever the Location header points.
+        response = session.post(
+            url,
+            json=body,
+            headers=dict(headers),
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.Timeout:
+        # `from None`: requests' exceptions hold the prepared request, key and all.
+        raise ProviderError(f"{provider} did not answer within {timeout:g} s") from None
+    except requests.RequestException as exc:
+        raise ProviderError(f"Could not reach {provider} ({type(exc).__name__})") from None
+    with response:
+        try:
+            payload = read_json(response, provider)
+        except requests.RequestException as exc:
+            raise ProviderError(f"{provider}'s answer broke off ({type(exc).__name__})") from None
+    log.info(
+        "%s %s answered HTTP %s in %.2f s",
+        provider,
+        what,
+        response.status_code,
+        time.monotonic() - started,
+    )
+    return Answer(response.status_code, response.headers, payload)
