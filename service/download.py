@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 from prometheus_client import Counter
@@ -35,9 +34,6 @@ from service.netpolicy import (
     Target,
     parse_target,
 )
-
-if TYPE_CHECKING:
-    from service.config import Settings
 
 __all__ = ["DownloadRefused", "DownloadTooLarge", "Downloaded", "Downloader", "Resolver"]
 
@@ -106,18 +102,6 @@ class Downloader:
         self.user_agent = user_agent
         self._resolve = resolver
         self._ca_certs = ca_certs
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Downloader:
-        return cls(
-            hosts=HostPolicy(settings.download_allowed_hosts),
-            addresses=AddressPolicy(settings.download_allowed_networks),
-            max_bytes=settings.download_max_bytes,
-            connect_timeout=settings.download_connect_timeout,
-            read_timeout=settings.download_read_timeout,
-            total_timeout=settings.download_total_timeout,
-            max_redirects=settings.download_max_redirects,
-        )
 
     def fetch(self, url: str, dest: Path) -> Downloaded:
         """Download ``url`` to ``dest``; raise DownloadRefused, PermanentError or TransientError."""

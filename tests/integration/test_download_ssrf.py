@@ -33,6 +33,7 @@ from service.config import Settings
 from service.download import Downloaded, Downloader, DownloadTooLarge, Resolver, system_resolver
 from service.errors import PermanentError, TransientError
 from service.netpolicy import AddressPolicy, DownloadRefused, HostPolicy, IPAddress
+from service.wiring import build_downloader
 from tests.support import badfiles
 
 PNG = badfiles.image_bytes("PNG", 48, 32)
@@ -800,19 +801,19 @@ def test_https_to_a_plain_http_port_is_transient(
         make_downloader(hosts=NAMES).fetch(url, tmp_path / "o")
 
 
-def test_from_settings_applies_the_download_settings(servers: Servers, tmp_path: Path) -> None:
+def test_the_wired_downloader_applies_the_settings(servers: Servers, tmp_path: Path) -> None:
     settings = Settings(
         _env_file=None,  # pydantic-settings: read no .env here
         download_allowed_hosts=("127.0.0.1",),
         download_allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),),
         download_max_bytes=len(PNG) - 1,
     )
-    downloader = Downloader.from_settings(settings)
+    downloader = build_downloader(settings)
     with pytest.raises(DownloadTooLarge):
         downloader.fetch(f"http://127.0.0.1:{servers.allowed.port}/img.png", tmp_path / "o")
     with pytest.raises(DownloadRefused, match="host-not-allowed"):
         downloader.fetch(f"http://localhost:{servers.allowed.port}/img.png", tmp_path / "o")
     with pytest.raises(DownloadRefused, match="loopback"):
-        Downloader.from_settings(Settings(_env_file=None, download_allowed_hosts=("*",))).fetch(
+        build_downloader(Settings(_env_file=None, download_allowed_hosts=("*",))).fetch(
             f"http://127.0.0.1:{servers.allowed.port}/img.png", tmp_path / "o"
         )
