@@ -395,13 +395,14 @@ def test_a_rate_limited_submit_is_retried_after_retry_after(
     stack = stack_factory()
     started = time.monotonic()
     modelslab = stack.submit(
-        TEXT2IMG, {"model_id": "flux", "prompt": "e2e [sandbox:ratelimit=1,retry-after=1]"}
+        TEXT2IMG, {"model_id": "flux", "prompt": "e2e ml [sandbox:ratelimit=1,retry-after=1]"}
     )
     aimlapi = stack.submit(
         AIMLAPI,
         {
             "model": KONTEXT_PRO,
-            "prompt": "e2e [sandbox:ratelimit=1,retry-after=1]",
+            # The sandbox counts attempts per prompt: this one is its own.
+            "prompt": "e2e aiml [sandbox:ratelimit=1,retry-after=1]",
             "image_url": origin.serve("/refs/rl.png", png_bytes(8, 8, (9, 9, 9))),
         },
     )
