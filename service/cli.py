@@ -39,6 +39,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure(settings.log_level, settings.log_json)
     container = build(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        # The worker has no web server of its own; this one serves only /metrics.
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     worker = container.worker(concurrency=args.concurrency)
     with worker.signals_handled():
         worker.run()
@@ -56,10 +61,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    from service.sandbox.modes import ModeError, SandboxConfig
     from service.sandbox.server import serve
 
-    print(f"sandbox provider on http://{args.host}:{args.port}", flush=True)
-    serve(args.host, args.port)
+    try:
+        config = SandboxConfig(webhook_delay=args.webhook_delay, modes=tuple(args.mode))
+    except ModeError as exc:
+        raise ConfigError(f"--mode: {exc}") from None
+    modes = ", ".join(args.mode) or "none (prompt markers only)"
+    print(f"sandbox provider on http://{args.host}:{args.port}; default modes: {modes}", flush=True)
+    serve(args.host, args.port, config)
     return 0
 
 
@@ -187,6 +198,15 @@ def parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("sandbox", help="the provider simulator alone")
     sb.add_argument("--host", default="127.0.0.1")
     sb.add_argument("--port", type=int, default=8001)
+    sb.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        metavar="MODE",
+        help="behave like this unless a prompt says otherwise, e.g. processing, eta=5, "
+        "webhook-never, fail, ratelimit=2, base64 (repeatable; same names as prompt markers)",
+    )
+    sb.add_argument("--webhook-delay", type=float, default=0.2, help="seconds before webhooks")
     sb.set_defaults(func=cmd_sandbox)
 
     su = sub.add_parser("submit", help="submit a job from a shell")

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(4, ge=1, le=64)
     worker_lease_seconds: float = Field(300.0, gt=0)
     worker_poll_interval: float = Field(1.0, gt=0)
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     task_max_attempts: int = Field(10, ge=1)
     retry_base_seconds: float = Field(2.0, gt=0)
     retry_max_seconds: float = Field(600.0, gt=0)

@@ -15,13 +15,15 @@ import requests
 from service.tokens import webhook_token
 from tests.support.archive_checks import SECRETS, job_keys, verify_archive
 from tests.support.db import create_pg_database, drop_pg_database
+from tests.support.s3 import free_port
 from tests.support.stack import SECRET, Stack
 
 pytestmark = pytest.mark.e2e
 
 
 def test_text2img_travels_the_whole_way(stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory()
+    metrics_port = free_port()
+    stack = stack_factory(GENVAULT_WORKER_METRICS_PORT=str(metrics_port))
     job = stack.submit(
         "modelslab/text2img",
         {
@@ -45,6 +47,12 @@ def test_text2img_travels_the_whole_way(stack_factory: Callable[..., Stack]) -> 
     for secret in SECRETS:
         assert secret not in logs
     assert "token=" not in logs.replace("token=[redacted]", "")
+    # Both tiers count what they did: the web tier summed over gunicorn's processes.
+    web = requests.get(f"{stack.web_url}/metrics", timeout=10).text
+    assert 'genvault_webhooks_total{outcome="accepted",provider="modelslab"} 1.0' in web
+    worker = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    assert 'genvault_tasks_total{kind="archive",outcome="done"} 1.0' in worker
+    assert 'genvault_assets_archived_total{role="output"} 2.0' in worker
 
 
 def test_duplicate_callbacks_give_exactly_one_set_of_objects(
