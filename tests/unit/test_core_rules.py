@@ -30,6 +30,7 @@ def test_webhook_token_is_bound_to_secret_provider_and_track_id() -> None:
     assert not verify_webhook_token(SECRET, "aimlapi", "abc", token)
     assert not verify_webhook_token(b"other", "modelslab", "abc", token)
     assert not verify_webhook_token(SECRET, "modelslab", "abc", token[:-1])
+    assert verify_webhook_token(SECRET, "modelslab", "abc", token + "=")  # padded base64 too
     assert not verify_webhook_token(SECRET, "modelslab", "abc", "")
     assert not verify_webhook_token(SECRET, "modelslab", "abc", None)
 
