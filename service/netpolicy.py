@@ -201,10 +201,14 @@ class AddressPolicy:
     def __init__(self, allowed_networks: Sequence[IPNetwork] = ()) -> None:
         self._allowed = tuple(allowed_networks)
 
+    def admits_explicitly(self, ip: IPAddress) -> bool:
+        """Whether an operator-listed network (GENVAULT_DOWNLOAD_ALLOWED_NETWORKS) holds ``ip``."""
+        return any(ip in net for net in self._allowed)
+
     def refusal(self, ip: IPAddress) -> str | None:
         """The rule that refuses ``ip``, or None if it may be reached."""
         # Containment never crosses versions, so 127.0.0.0/8 does not admit ::ffff:127.0.0.1.
-        if any(ip in net for net in self._allowed):
+        if self.admits_explicitly(ip):
             return None
         for rule, matches in _RULES:
             if matches(ip):

@@ -329,12 +329,13 @@ ATTACKS: list[Attack] = [
     Attack("http://0.0.0.0:{a}/img.png", "unspecified"),
     Attack("http://0:{a}/img.png", "unspecified"),
     Attack("http://[::]:{a}/img.png", "unspecified"),
-    # The allowed address itself, but as an IP literal the host allowlist does not list.
-    Attack("http://127.0.0.1:{a}/img.png", "host-not-allowed", NAMES),
-    Attack("http://2130706433:{a}/img.png", "host-not-allowed", NAMES),
-    Attack("http://0177.0.0.1:{a}/img.png", "host-not-allowed", NAMES),
-    Attack("http://0x7f.1:{a}/img.png", "host-not-allowed", NAMES),
-    Attack("http://127.1:{a}/img.png", "host-not-allowed", NAMES),
+    # Address literals outside the allowed networks, however spelled, need the host allowlist
+    # (a literal inside an allowed network does not: see test_allowed_network_literals).
+    Attack("http://127.0.0.2:{b}/img.png", "host-not-allowed", NAMES),
+    Attack("http://2130706434:{b}/img.png", "host-not-allowed", NAMES),
+    Attack("http://0177.0.0.2:{b}/img.png", "host-not-allowed", NAMES),
+    Attack("http://0x7f.2:{b}/img.png", "host-not-allowed", NAMES),
+    Attack("http://127.2:{b}/img.png", "host-not-allowed", NAMES),
     # Private networks in every spelling.
     Attack("http://10.0.0.1/", "private-address"),
     Attack("http://167772161/", "private-address"),
@@ -431,6 +432,15 @@ def test_attack_is_refused(
     assert net.connects == [("127.0.0.1", servers.allowed.port)] * attack.connects
     assert (len(servers.other.hits), len(servers.v6.hits)) == before
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{a}/img.png", "http://0x7f.1:{a}/img.png"])
+def test_allowed_network_literals(
+    url: str, servers: Servers, make_downloader: Callable[..., Downloader], tmp_path: Path
+) -> None:
+    """An address literal in GENVAULT_DOWNLOAD_ALLOWED_NETWORKS is as explicit as a host entry."""
+    got = make_downloader(hosts=NAMES).fetch(servers.fill(url), tmp_path / "out.png")
+    assert got.path.read_bytes() == PNG
 
 
 def test_attack_table_is_big_enough() -> None:
