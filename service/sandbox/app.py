@@ -19,15 +19,23 @@ EXTENSION = "genvault.sandbox"
 
 
 def make_sandbox_app(config: SandboxConfig | None = None) -> Flask:
-    """A fresh sandbox with its own memory; routes under ``/api``, ``/aimlapi`` and ``/files``."""
+    """A fresh sandbox with its own memory; routes under ``/api``, ``/aimlapi`` and ``/files``.
+
+    The provider routes answer at the root too (``/v6/images/text2img``,
+    ``/v1/images/generations``), whichever base URL a user configures.
+    """
     state = SandboxState(config or SandboxConfig())
     app = Flask(__name__)
     json = DefaultJSONProvider(app)
     json.sort_keys = False  # answer in the field order the providers document
     app.json = json
     app.extensions[EXTENSION] = state
-    app.register_blueprint(modelslab_blueprint(state), url_prefix="/api")
-    app.register_blueprint(aimlapi_blueprint(state), url_prefix="/aimlapi")
+    modelslab, aimlapi = modelslab_blueprint(state), aimlapi_blueprint(state)
+    app.register_blueprint(modelslab, url_prefix="/api")
+    app.register_blueprint(aimlapi, url_prefix="/aimlapi")
+    # Also at the root, so a base URL of just http://host:port works for either provider.
+    app.register_blueprint(modelslab, url_prefix="", name="modelslab_root")
+    app.register_blueprint(aimlapi, url_prefix="", name="aimlapi_root")
 
     @app.get("/files/<name>")
     def files(name: str) -> ResponseReturnValue:

@@ -512,3 +512,28 @@ def test_shutdown_cancels_webhooks_not_yet_sent(receiver: Receiver) -> None:
 def test_a_bad_default_mode_fails_at_start() -> None:
     with pytest.raises(ModeError, match="nonsense"):
         SandboxConfig(modes=("nonsense",))
+
+
+def test_provider_routes_also_answer_at_the_root(sandbox: SandboxServer) -> None:
+    """MODELSLAB_BASE_URL / AIMLAPI_BASE_URL may be the sandbox's bare address."""
+    ml = requests.post(
+        f"{sandbox.url}/v6/images/text2img",
+        json={"key": "k", "model_id": "m", "prompt": "root"},
+        timeout=10,
+    ).json()
+    assert ml["status"] == "success"
+    fetched = requests.post(
+        f"{sandbox.url}/v6/images/fetch/{ml['id']}", json={"key": "k"}, timeout=10
+    )
+    assert fetched.json()["status"] == "success"
+    aiml = requests.post(
+        f"{sandbox.url}/v1/images/generations",
+        json={
+            "model": "flux/kontext-pro/image-to-image",
+            "prompt": "root",
+            "image_url": "https://x.test/a.png",
+        },
+        headers={"Authorization": "Bearer k"},
+        timeout=10,
+    )
+    assert aiml.status_code == 200 and aiml.json()["data"][0]["url"]
