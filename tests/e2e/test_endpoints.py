@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,10 +19,12 @@ import requests
 
 from tests.support.archive_checks import (
     ImageOrigin,
+    archived,
     assert_logs_clean,
     assert_no_secrets,
     callbacks,
     png_bytes,
+    settle,
     verify_archive,
 )
 from tests.support.stack import Stack
@@ -35,23 +37,6 @@ ENTERPRISE = "modelslab-enterprise/flux_kontext_dev/img2img"
 AIMLAPI = "aimlapi/images/generations"
 KONTEXT_MAX = "flux/kontext-max/image-to-image"
 KONTEXT_PRO = "flux/kontext-pro/image-to-image"
-
-
-@pytest.fixture
-def origin() -> Iterator[ImageOrigin]:
-    with ImageOrigin() as server:
-        yield server
-
-
-def settle(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
-    return stack.wait_status(job["id"], "archived", "failed", timeout=timeout)
-
-
-def archived(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
-    done = settle(stack, job, timeout)
-    assert done["status"] == "archived", done
-    assert done["error"] is None
-    return done
 
 
 def failed(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:

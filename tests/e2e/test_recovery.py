@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,12 +14,14 @@ import requests
 from service.tokens import webhook_token
 from tests.support.archive_checks import (
     ImageOrigin,
+    archived,
     assert_logs_clean,
     assert_no_secrets,
     callbacks,
     job_keys,
     png_bytes,
     s3_client,
+    settle,
     verify_archive,
 )
 from tests.support.stack import SECRET, Stack
@@ -28,22 +30,6 @@ pytestmark = pytest.mark.e2e
 
 TEXT2IMG = "modelslab/text2img"
 ENTERPRISE = "modelslab-enterprise/flux_kontext_dev/img2img"
-
-
-@pytest.fixture
-def origin() -> Iterator[ImageOrigin]:
-    with ImageOrigin() as server:
-        yield server
-
-
-def settle(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
-    return stack.wait_status(job["id"], "archived", "failed", timeout=timeout)
-
-
-def archived(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
-    done = settle(stack, job, timeout)
-    assert done["status"] == "archived", done
-    return done
 
 
 def failed_with(stack: Stack, job: dict[str, Any], code: str) -> dict[str, Any]:

@@ -159,3 +159,16 @@ class ImageOrigin:
     def serve(self, path: str, body: bytes, content_type: str = "image/png") -> str:
         self.files[path] = (content_type, body)
         return self.url + path
+
+
+def settle(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
+    """Wait until the job is archived or failed."""
+    return stack.wait_status(job["id"], "archived", "failed", timeout=timeout)
+
+
+def archived(stack: Stack, job: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
+    """Wait for the job and insist it was archived cleanly."""
+    done = settle(stack, job, timeout)
+    assert done["status"] == "archived", done
+    assert done["error"] is None
+    return done
