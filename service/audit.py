@@ -154,7 +154,8 @@ def run_audit_cli(args: argparse.Namespace) -> int:
     from service.db.session import make_engine
     from service.wiring import build_store
 
-    settings = load_settings(require_secrets=False, dev=True)
+    settings = load_settings(require_secrets=False)
+    settings.require("secret_key")
     since = None
     if args.since:
         try:

@@ -139,7 +139,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from service.records import get_job
     from service.wiring import build
 
-    container = build(_settings(require_secrets=False, dev=True))
+    settings = _settings(require_secrets=False)
+    settings.require("secret_key")  # signs the file links it prints
+    container = build(settings)
     expires = container.settings.presign_expires_seconds
     with container.db.transaction() as session:
         if args.id:

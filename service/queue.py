@@ -11,15 +11,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db.models import Task
-from service.db.session import Database
+from service.db.session import Database, upsert_insert
 from service.db.types import utcnow
 
 
@@ -79,8 +78,7 @@ class TaskQueue:
         if dedupe_key is None:
             session.add(Task(**values))
             return
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(Task).values(**values)
+        stmt = upsert_insert(session, Task).values(**values)
         if revive:
             finished = Task.status.in_([TaskStatus.DONE.value, TaskStatus.FAILED.value])
             revived = {
@@ -225,20 +223,3 @@ class TaskQueue:
                 .values(locked_until=utcnow() + self.lease)
                 .execution_options(synchronize_session=False)
             )
-
-    def counts(self) -> dict[str, int]:
-        """Tasks per status (for metrics and `genvault jobs`)."""
-        from sqlalchemy import func
-
-        with self.db.transaction() as session:
-            rows = session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
-        return {str(status): int(count) for status, count in rows}
-
-    def oldest_due(self) -> datetime | None:
-        with self.db.transaction() as session:
-            return session.execute(
-                select(Task.run_after)
-                .where(Task.status == TaskStatus.QUEUED.value)
-                .order_by(Task.run_after)
-                .limit(1)
-            ).scalar_one_or_none()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -72,7 +70,3 @@ def fail(job: Job, code: str, message: str) -> bool:
 
 def callback(session: Session, callback_id: int | None) -> Callback | None:
     return None if callback_id is None else session.get(Callback, callback_id)
-
-
-def result_of(cb: Callback) -> Mapping[str, Any]:
-    return cb.result

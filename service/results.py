@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service import records
 from service.db.models import Callback, Job
+from service.db.session import upsert_insert
 from service.jobs import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
 from service.queue import TaskQueue
@@ -61,9 +61,8 @@ def store(
         "result": result_to_json(result),
         "body_sha256": digest,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(Callback)
+        upsert_insert(session, Callback)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["job_id", "source", "body_sha256"])
         .returning(Callback.id)

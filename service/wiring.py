@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from pydantic import SecretStr
 
 from service import __version__
 from service.archive import Archiver, ImageLimits, ImageStager
@@ -34,6 +35,7 @@ from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
 from service.storage.url import parse_archive_url
+from service.submission import Submitter
 from service.worker import Handler, Periodic, Worker
 
 
@@ -71,8 +73,8 @@ def build_downloader(settings: Settings, *, any_public_host: bool = False) -> Do
 
 
 def build_providers(settings: Settings, session: requests.Session) -> dict[str, Provider]:
-    def secret(value: object) -> str | None:
-        return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
 
     return {
         "modelslab": ModelsLabClient(
@@ -127,8 +129,6 @@ class Container:
         submitter_inputs = InlineInputs(
             self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
         )
-        from service.submission import Submitter
-
         handlers: dict[str, Handler] = {
             "submit": Submitter(
                 self.db,

@@ -41,6 +41,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+def upsert_insert(session: Session, table: type[Any]) -> Any:
+    """An INSERT of the session's dialect, which has on_conflict_do_nothing/_do_update."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
 class Database:
     """The engine plus a way to run one transaction."""
 
