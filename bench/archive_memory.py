@@ -28,7 +28,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.tokens import webhook_token  # noqa: E402
+from service.security.tokens import webhook_token  # noqa: E402
 from tests.support.s3 import free_port  # noqa: E402
 from tests.support.stack import SECRET, Stack, start_stack  # noqa: E402
 

@@ -26,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.tokens import webhook_token  # noqa: E402
+from service.security.tokens import webhook_token  # noqa: E402
 from tests.support.db import create_pg_database, drop_pg_database  # noqa: E402
 from tests.support.stack import SECRET, Stack, start_stack  # noqa: E402
 

@@ -95,9 +95,9 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from service.api.views import job_json
-    from service.archive import iter_asset_rows
-    from service.records import get_job
-    from service.submission import create_job
+    from service.archive.pipeline import iter_asset_rows
+    from service.jobs.records import get_job
+    from service.jobs.submission import create_job
     from service.wiring import build
 
     container = build(_settings())
@@ -134,9 +134,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from service.api.views import job_json
-    from service.archive import iter_asset_rows
+    from service.archive.pipeline import iter_asset_rows
     from service.db.models import Job
-    from service.records import get_job
+    from service.jobs.records import get_job
     from service.wiring import build
 
     settings = _settings(require_secrets=False)
@@ -169,7 +169,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from service.audit import run_audit_cli
+    from service.archive.audit import run_audit_cli
 
     return run_audit_cli(args)
 

@@ -14,29 +14,29 @@ import requests
 from pydantic import SecretStr
 
 from service import __version__
-from service.archive import Archiver, ImageLimits, ImageStager
-from service.callbacks import CallbackReceiver
+from service.archive.inline_inputs import InlineInputs
+from service.archive.pipeline import Archiver, ImageLimits, ImageStager
 from service.config import Settings
 from service.db.models import Job
 from service.db.session import Database, make_engine
-from service.download import Downloader
-from service.inputs import InlineInputs
-from service.netpolicy import AddressPolicy, HostPolicy
-from service.polling import Poller, Reconciler
+from service.fetch.downloader import Downloader
+from service.fetch.policy import AddressPolicy, HostPolicy
+from service.jobs.callbacks import CallbackReceiver
+from service.jobs.polling import Poller, Reconciler
+from service.jobs.records import fail, get_job
+from service.jobs.results import PollTiming
+from service.jobs.submission import Submitter
 from service.providers.aimlapi import AimlApiClient
 from service.providers.base import Provider, ProviderResult
 from service.providers.endpoints import get_endpoint
 from service.providers.modelslab import ModelsLabClient
-from service.queue import ClaimedTask, TaskQueue
-from service.records import fail, get_job
-from service.results import PollTiming
-from service.retry import RetryPolicy
 from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
 from service.storage.url import parse_archive_url
-from service.submission import Submitter
-from service.worker import Handler, Periodic, Worker
+from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.retry_policy import RetryPolicy
+from service.tasks.worker import Handler, Periodic, Worker
 
 
 def build_store(settings: Settings) -> ArchiveStore:

@@ -8,16 +8,16 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from service import retrying
 from service.api.auth import require_token
 from service.api.context import container
 from service.api.views import job_json
-from service.audit import audit_job
+from service.archive.audit import audit_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest
-from service.jobs import JobStatus
-from service.records import get_job
-from service.submission import create_job
+from service.jobs import operator_retry
+from service.jobs.records import get_job
+from service.jobs.states import JobStatus
+from service.jobs.submission import create_job
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 bp.before_request(require_token)
@@ -123,7 +123,7 @@ def index() -> Response:
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> tuple[Response, int]:
     c = container()
-    retrying.retry_job(c.db, c.queue, job_id)
+    operator_retry.retry_job(c.db, c.queue, job_id)
     c.wake_workers()
     return jsonify(_one(job_id)), 202
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service import __version__
-from service.jobs import JobStatus
+from service.jobs.states import JobStatus
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JOB = {"$ref": "#/components/schemas/Job"}

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from service.api.context import container
 from service.api.openapi import document
+from service.security.tokens import verify_file_signature
 from service.storage.base import ObjectMissing
-from service.tokens import verify_file_signature
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)

@@ -8,8 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from service import metrics
 from service.api.context import container
-from service.callbacks import CallbackTooLarge
 from service.errors import RequestError
+from service.jobs.callbacks import CallbackTooLarge
 
 bp = Blueprint("webhooks", __name__)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from service.providers.base import ProviderError, ProviderResult, ResultStatus
-from service.redact import REDACTED, is_secret_name, redact_url
+from service.security.redaction import REDACTED, is_secret_name, redact_url
 
 # Large enough for AI/ML API's inline b64_json images (up to 4), small enough to bound memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from service.security.tokens import file_signature
 from service.storage.base import (
     ObjectExists,
     ObjectInfo,
@@ -27,7 +28,6 @@ from service.storage.base import (
     StorageError,
     StorageUnavailable,
 )
-from service.tokens import file_signature
 
 CHUNK = 1024 * 1024
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from service.tokens import webhook_token
+from service.security.tokens import webhook_token
 from tests.support.archive_checks import SECRETS, job_keys, verify_archive
 from tests.support.db import create_pg_database, drop_pg_database
 from tests.support.s3 import free_port

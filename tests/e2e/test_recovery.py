@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from service.tokens import webhook_token
+from service.security.tokens import webhook_token
 from tests.support.archive_checks import (
     ImageOrigin,
     archived,

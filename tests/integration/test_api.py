@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service.db.models import Callback, Job, Task
-from service.tokens import webhook_token
+from service.security.tokens import webhook_token
 from service.wiring import Container
 from tests.support.app import AUTH, SECRET
 

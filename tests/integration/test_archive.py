@@ -16,12 +16,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from service.app import create_app
-from service.audit import run_audit
+from service.archive.audit import run_audit
 from service.config import NsfwPolicy
 from service.db.migrate import upgrade
-from service.records import get_job
+from service.jobs.records import get_job
+from service.jobs.submission import create_job
 from service.sandbox.server import start_in_thread
-from service.submission import create_job
 from service.wiring import Container, build
 from tests.support import badfiles
 from tests.support.app import AUTH, SECRET, make_settings

@@ -30,9 +30,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from service.config import Settings
-from service.download import Downloaded, Downloader, DownloadTooLarge, Resolver, system_resolver
 from service.errors import PermanentError, TransientError
-from service.netpolicy import AddressPolicy, DownloadRefused, HostPolicy, IPAddress
+from service.fetch.downloader import (
+    Downloaded,
+    Downloader,
+    DownloadTooLarge,
+    Resolver,
+    system_resolver,
+)
+from service.fetch.policy import AddressPolicy, DownloadRefused, HostPolicy, IPAddress
 from service.wiring import build_downloader
 from tests.support import badfiles
 

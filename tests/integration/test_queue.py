@@ -12,9 +12,9 @@ from sqlalchemy import select
 from service.db.models import Job, Task
 from service.db.session import Database
 from service.errors import PermanentError, TransientError
-from service.queue import ClaimedTask, TaskQueue
-from service.retry import RetryPolicy
-from service.worker import Reschedule, Worker
+from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.retry_policy import RetryPolicy
+from service.tasks.worker import Reschedule, Worker
 
 
 def _job(db: Database, job_id: str = "job1") -> str:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import requests
 
+from service.security.tokens import verify_file_signature
 from service.storage.base import (
     ArchiveStore,
     ObjectExists,
@@ -22,7 +23,6 @@ from service.storage.base import (
 )
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
-from service.tokens import verify_file_signature
 
 SECRET = b"contract-test-secret"
 URL_BASE = "http://genvault.test"

@@ -9,15 +9,15 @@ import pytest
 from service.cli import main
 from service.config import load_settings
 from service.errors import ConfigError, PermanentError, TransientError
-from service.jobs import JobStatus, can_advance, retry_target
-from service.redact import REDACTED, redact, redact_url
-from service.retry import RetryPolicy
-from service.tokens import (
+from service.jobs.states import JobStatus, can_advance, retry_target
+from service.security.redaction import REDACTED, redact, redact_url
+from service.security.tokens import (
     file_signature,
     verify_file_signature,
     verify_webhook_token,
     webhook_token,
 )
+from service.tasks.retry_policy import RetryPolicy
 
 SECRET = b"s3cret"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import ImageFile
 
-from service.verify import ImageInfo, InvalidImage, verify_image
+from service.archive.image_checks import ImageInfo, InvalidImage, verify_image
 from tests.support import badfiles
 
 MAX_PIXELS = 64_000_000

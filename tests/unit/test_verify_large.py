@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.verify import InvalidImage, verify_image
+from service.archive.image_checks import InvalidImage, verify_image
 
 # 4000x3000 RGB decodes to 36 MB: above the in-memory budget, so the streaming path runs.
 W, H = 4000, 3000

@@ -17,8 +17,8 @@ from types import FrameType
 
 from service import metrics
 from service.errors import PermanentError
-from service.queue import ClaimedTask, TaskQueue
-from service.retry import RetryPolicy
+from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.retry_policy import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from service import layout
-from service.archive import ImageStager, input_urls, keep
+from service.archive import layout
+from service.archive.pipeline import ImageStager, input_urls, keep
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.providers.endpoints import get_endpoint

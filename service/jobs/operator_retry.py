@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from service import records
 from service.db.models import Callback
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict
-from service.jobs import JobStatus, retry_target
+from service.jobs import records
+from service.jobs.states import JobStatus, retry_target
 from service.providers.base import ResultStatus
-from service.queue import TaskQueue
+from service.tasks.queue import TaskQueue
 
 
 def retry_job(db: Database, queue: TaskQueue, job_id: str) -> JobStatus:

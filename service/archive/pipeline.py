@@ -19,20 +19,22 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from service import layout, manifest, metrics, records, results
+from service import metrics
+from service.archive import layout, manifest
+from service.archive.base64_images import decode_base64_file, write_data_uri
+from service.archive.image_checks import ImageInfo, verify_image
 from service.config import NsfwPolicy
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import PermanentError, TransientError
-from service.jobs import JobStatus
-from service.payloads import decode_base64_file, write_data_uri
+from service.jobs import records, results
+from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
 from service.providers.endpoints import expected_size, get_endpoint
-from service.queue import ClaimedTask
-from service.redact import describe_source
+from service.security.redaction import describe_source
 from service.storage.base import ArchiveStore, ObjectExists
-from service.verify import ImageInfo, verify_image
+from service.tasks.queue import ClaimedTask
 
 log = logging.getLogger(__name__)
 

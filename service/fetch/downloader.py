@@ -26,7 +26,7 @@ from urllib3 import exceptions as urllib3_errors
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from service.errors import PermanentError, TransientError
-from service.netpolicy import (
+from service.fetch.policy import (
     AddressPolicy,
     DownloadRefused,
     HostPolicy,

@@ -9,7 +9,7 @@ from typing import Any
 
 from service import __version__
 from service.db.models import Asset, Callback, Job
-from service.redact import redact
+from service.security.redaction import redact
 
 MANIFEST_VERSION = 1
 

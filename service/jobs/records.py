@@ -12,7 +12,7 @@ from service import metrics
 from service.db.models import Callback, Job
 from service.db.types import utcnow
 from service.errors import NotFound
-from service.jobs import JobStatus, can_advance
+from service.jobs.states import JobStatus, can_advance
 
 
 def new_job_id() -> str:

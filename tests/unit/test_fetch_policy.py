@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from service.config import KNOWN_OUTPUT_HOSTS
-from service.netpolicy import AddressPolicy, DownloadRefused, HostPolicy, parse_target
+from service.fetch.policy import AddressPolicy, DownloadRefused, HostPolicy, parse_target
 
 # url -> (host, port, request_target): how a URL is normalised before any check.
 NORMALISED = [

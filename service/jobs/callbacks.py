@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service import records, results
 from service.db.session import Database
 from service.errors import NotFound, RequestError, Unauthorized
+from service.jobs import records, results
 from service.providers.base import Provider
 from service.providers.endpoints import get_endpoint
-from service.queue import TaskQueue
-from service.tokens import verify_webhook_token
+from service.security.tokens import verify_webhook_token
+from service.tasks.queue import TaskQueue
 
 
 class Outcome(enum.StrEnum):

@@ -10,16 +10,17 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from service import metrics, records, results
+from service import metrics
 from service.db.models import Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict
-from service.jobs import JobStatus
+from service.jobs import records, results
+from service.jobs.states import JobStatus
 from service.providers.base import Provider
 from service.providers.endpoints import get_endpoint, validate_params
-from service.queue import ClaimedTask, TaskQueue
-from service.tokens import webhook_token
+from service.security.tokens import webhook_token
+from service.tasks.queue import ClaimedTask, TaskQueue
 
 # Rewrites a job's params before they go out (data: URIs become URLs the provider can fetch).
 PrepareInputs = Callable[[Job], dict[str, Any]]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from service.archive.base64_images import CHUNK_CHARS, decode_base64_file, write_data_uri
+from service.archive.image_checks import verify_image
 from service.errors import PermanentError
-from service.payloads import CHUNK_CHARS, decode_base64_file, write_data_uri
-from service.verify import verify_image
 from tests.support import badfiles
 
 PNG = badfiles.image_bytes("PNG", 40, 30)

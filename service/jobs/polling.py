@@ -9,15 +9,15 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from service import records, results
 from service.db.models import Job
 from service.db.session import Database
 from service.db.types import utcnow
-from service.jobs import WAITING_ON_PROVIDER, JobStatus
+from service.jobs import records, results
+from service.jobs.states import WAITING_ON_PROVIDER, JobStatus
 from service.providers.base import Provider, ResultStatus
 from service.providers.endpoints import get_endpoint
-from service.queue import ClaimedTask, TaskQueue
-from service.worker import Reschedule
+from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.worker import Reschedule
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import records
 from service.db.models import Callback, Job
 from service.db.session import upsert_insert
-from service.jobs import JobStatus
+from service.jobs import records
+from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
-from service.queue import TaskQueue
-from service.redact import redact
+from service.security.redaction import redact
+from service.tasks.queue import TaskQueue
 
 
 @dataclasses.dataclass(frozen=True)

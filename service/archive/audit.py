@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from service import layout
+from service.archive import layout
 from service.db.models import Job
 from service.db.session import Database
-from service.jobs import JobStatus
+from service.jobs.states import JobStatus
 from service.storage.base import ArchiveStore, ObjectMissing
 
 CHUNK = 1024 * 1024

@@ -1,0 +1,1 @@
+"""The archive: pipeline, inline inputs, manifest, layout, audit, image checks."""

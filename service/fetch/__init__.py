@@ -1,0 +1,1 @@
+"""Fetching from the internet safely: the downloader and its address policy."""

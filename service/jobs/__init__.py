@@ -1,0 +1,1 @@
+"""Jobs: states, records, submission, provider answers, polling and operator retry."""

@@ -1,0 +1,1 @@
+"""Tokens, signatures and redaction of secrets."""

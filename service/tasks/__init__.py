@@ -1,0 +1,1 @@
+"""The durable task queue, the worker loop and the retry policy."""
