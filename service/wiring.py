@@ -22,8 +22,8 @@ from service.db.session import Database, make_engine
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
 from service.jobs.callbacks import CallbackReceiver
+from service.jobs.failures import GiveUp
 from service.jobs.polling import Poller, Reconciler
-from service.jobs.records import fail, get_job
 from service.jobs.results import PollTiming
 from service.jobs.submission import Submitter
 from service.providers.aimlapi import AimlApiClient
@@ -34,7 +34,8 @@ from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
 from service.storage.url import parse_archive_url
-from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.kinds import TaskKind
+from service.tasks.queue import TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.worker import Handler, Periodic, Worker
 
@@ -113,24 +114,13 @@ class Container:
         if self.wake_event is not None:
             self.wake_event.set()
 
-    def give_up(self, task: ClaimedTask, error: BaseException) -> None:
-        """A task will not be retried: its job fails with the reason, unless already settled."""
-        if task.job_id is None:
-            return
-        code = getattr(error, "code", "failed")
-        message = getattr(error, "message", None) or str(error) or type(error).__name__
-        if task.kind == "poll":
-            code, message = "timeout", f"the provider never reported a result ({message})"
-        with self.db.transaction() as session:
-            fail(get_job(session, task.job_id, for_update=True), code, message)
-
     def worker(self, concurrency: int | None = None) -> Worker:
         s = self.settings
         submitter_inputs = InlineInputs(
             self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
         )
-        handlers: dict[str, Handler] = {
-            "submit": Submitter(
+        handlers: dict[TaskKind, Handler] = {
+            TaskKind.SUBMIT: Submitter(
                 self.db,
                 self.queue,
                 self.providers,
@@ -139,8 +129,8 @@ class Container:
                 self.timing,
                 submitter_inputs,
             ),
-            "poll": Poller(self.db, self.queue, self.providers, self.timing),
-            "archive": self.archiver,
+            TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
+            TaskKind.ARCHIVE: self.archiver,
         }
         reconciler = Reconciler(
             self.db,
@@ -152,7 +142,7 @@ class Container:
         worker = Worker(
             self.queue,
             handlers,
-            on_give_up=self.give_up,
+            on_give_up=GiveUp(self.db),
             policy=self.policy,
             concurrency=concurrency or s.worker_concurrency,
             poll_interval=s.worker_poll_interval,

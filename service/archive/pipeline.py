@@ -138,7 +138,7 @@ class Archiver:
         started = time.monotonic()
         with self.db.transaction() as session:
             job = records.get_job(session, job_id)
-            if records.status_of(job) is not JobStatus.ARCHIVING:
+            if job.status is not JobStatus.ARCHIVING:
                 return  # archived already, or failed meanwhile
             answer = results.latest_success(session, job)
             done = {(a.role, a.index) for a in _assets(session, job_id)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -9,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -19,9 +21,23 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.db.types import UTCDateTime, utcnow
+from service.jobs.states import JobStatus
+from service.tasks.kinds import TaskKind
+from service.tasks.status import TaskStatus
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _str_enum(enum_type: type[enum.StrEnum], length: int) -> Enum:
+    """A StrEnum column stored as its plain value in a VARCHAR (no database enum type)."""
+    return Enum(
+        enum_type,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class Base(DeclarativeBase):
@@ -37,7 +53,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     track_id: Mapped[str] = mapped_column(String(64), unique=True)
     endpoint: Mapped[str] = mapped_column(String(100), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[JobStatus] = mapped_column(_str_enum(JobStatus, 16), index=True)
     params: Mapped[dict[str, Any]]
     # "metadata" is reserved by SQLAlchemy's declarative base; the column keeps the name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata")
@@ -102,10 +118,10 @@ class Task(Base):
     __tablename__ = "tasks"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[TaskKind] = mapped_column(_str_enum(TaskKind, 32))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     payload: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed
+    status: Mapped[TaskStatus] = mapped_column(_str_enum(TaskStatus, 16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     run_after: Mapped[datetime]

@@ -11,6 +11,7 @@ from service.errors import Conflict
 from service.jobs import records
 from service.jobs.states import JobStatus, retry_target
 from service.providers.base import ResultStatus
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 
 
@@ -25,7 +26,7 @@ def retry_job(db: Database, queue: TaskQueue, job_id: str) -> JobStatus:
             ).first()
             is not None
         )
-        target = retry_target(records.status_of(job), reached_provider=has_result)
+        target = retry_target(job.status, reached_provider=has_result)
         if target is None:
             raise Conflict(f"only a failed job can be retried; this one is {job.status}")
         if target is JobStatus.QUEUED and job.provider_request_id is not None:
@@ -34,11 +35,11 @@ def retry_job(db: Database, queue: TaskQueue, job_id: str) -> JobStatus:
                 "the provider accepted this job but never delivered a result; submit a new job"
             )
         # The one sanctioned move out of `failed`, hence set directly rather than advanced.
-        job.status = target.value
+        job.status = target
         job.error_code = None
         job.error_message = None
         job.updated_at = utcnow()
-        kind = "archive" if target is JobStatus.ARCHIVING else "submit"
+        kind = TaskKind.ARCHIVE if target is JobStatus.ARCHIVING else TaskKind.SUBMIT
         # Revive the same deduplicated task: already-archived objects are skipped, not rewritten.
         queue.enqueue(session, kind, job_id=job.id, dedupe_key=f"{kind}:{job.id}", revive=True)
     return target

@@ -16,6 +16,7 @@ from service.jobs import records, results
 from service.jobs.states import WAITING_ON_PROVIDER, JobStatus
 from service.providers.base import Provider, ResultStatus
 from service.providers.endpoints import get_endpoint
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.worker import Reschedule
 
@@ -115,7 +116,7 @@ class Reconciler:
             for job_id in stuck:
                 self.queue.enqueue(
                     session,
-                    "poll",
+                    TaskKind.POLL,
                     job_id=job_id,
                     dedupe_key=f"poll:{job_id}",
                     revive=True,

@@ -45,15 +45,11 @@ def get_job_by_track_id(session: Session, track_id: str, *, for_update: bool = F
     return job
 
 
-def status_of(job: Job) -> JobStatus:
-    return JobStatus(job.status)
-
-
 def advance(job: Job, new: JobStatus) -> bool:
     """Move the job forward; a move backwards (a late callback) is refused quietly."""
-    if not can_advance(status_of(job), new):
+    if not can_advance(job.status, new):
         return False
-    job.status = new.value
+    job.status = new
     job.updated_at = utcnow()
     if new.terminal:
         metrics.JOBS_FINISHED.labels(job.endpoint, new.value).inc()

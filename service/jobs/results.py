@@ -17,6 +17,7 @@ from service.jobs import records
 from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
 from service.security.redaction import redact
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 
 
@@ -91,22 +92,22 @@ def apply(
     if result.status is ResultStatus.SUCCESS:
         if records.advance(job, JobStatus.ARCHIVING):
             job.result_callback_id = callback_id
-            queue.enqueue(session, "archive", job_id=job.id, dedupe_key=f"archive:{job.id}")
+            queue.enqueue(session, TaskKind.ARCHIVE, job_id=job.id, dedupe_key=f"archive:{job.id}")
     elif result.status is ResultStatus.PROCESSING:
         records.advance(job, JobStatus.PROCESSING)
-        if schedule_poll and records.status_of(job) is JobStatus.PROCESSING:
+        if schedule_poll and job.status is JobStatus.PROCESSING:
             wait = result.eta_seconds if result.eta_seconds is not None else timing.default_wait
             # The webhook normally wins; the poll is the safety net if it never comes.
             queue.enqueue(
                 session,
-                "poll",
+                TaskKind.POLL,
                 job_id=job.id,
                 delay=wait + timing.grace_seconds,
                 dedupe_key=f"poll:{job.id}",
                 revive=True,
                 max_attempts=timing.max_attempts,
             )
-    elif records.status_of(job) in (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.PROCESSING):
+    elif job.status in (JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.PROCESSING):
         # A "failed" that arrives after a success (or after archiving) is ignored.
         records.fail(
             job,

@@ -20,6 +20,7 @@ from service.jobs.states import JobStatus
 from service.providers.base import Provider
 from service.providers.endpoints import get_endpoint, validate_params
 from service.security.tokens import webhook_token
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 
 # Rewrites a job's params before they go out (data: URIs become URLs the provider can fetch).
@@ -60,7 +61,7 @@ def create_job(
             )
             session.add(job)
             session.flush()
-            queue.enqueue(session, "submit", job_id=job.id, dedupe_key=f"submit:{job.id}")
+            queue.enqueue(session, TaskKind.SUBMIT, job_id=job.id, dedupe_key=f"submit:{job.id}")
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other one's job stands.
         if idempotency_key is None:
@@ -102,7 +103,7 @@ class Submitter:
         assert task.job_id is not None
         with self.db.transaction() as session:
             job = records.get_job(session, task.job_id, for_update=True)
-            state = records.status_of(job)
+            state = job.status
             if state is not JobStatus.QUEUED and not (
                 state is JobStatus.SUBMITTED and job.provider_request_id is None
             ):

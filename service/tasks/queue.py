@@ -8,7 +8,6 @@ on SQLite, ``BEGIN IMMEDIATE`` (see db.session) serialises claims instead.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,19 +19,14 @@ from sqlalchemy.orm import Session
 from service.db.models import Task
 from service.db.session import Database, upsert_insert
 from service.db.types import utcnow
-
-
-class TaskStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+from service.tasks.kinds import TaskKind
+from service.tasks.status import TaskStatus
 
 
 @dataclass(frozen=True)
 class ClaimedTask:
     id: int
-    kind: str
+    kind: TaskKind
     job_id: str | None
     attempts: int
     max_attempts: int
@@ -48,7 +42,7 @@ class TaskQueue:
     def enqueue(
         self,
         session: Session,
-        kind: str,
+        kind: TaskKind,
         *,
         job_id: str | None,
         payload: Mapping[str, Any] | None = None,
@@ -151,7 +145,7 @@ class TaskQueue:
             rows = session.execute(stmt).all()
         return sorted(
             (
-                ClaimedTask(r.id, r.kind, r.job_id, r.attempts, r.max_attempts, r.payload)
+                ClaimedTask(r.id, TaskKind(r.kind), r.job_id, r.attempts, r.max_attempts, r.payload)
                 for r in rows
             ),
             key=lambda t: t.id,

@@ -17,6 +17,7 @@ from types import FrameType
 
 from service import metrics
 from service.errors import PermanentError
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 
@@ -48,7 +49,7 @@ class Worker:
     def __init__(
         self,
         queue: TaskQueue,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[TaskKind, Handler],
         *,
         on_give_up: GiveUp,
         policy: RetryPolicy,

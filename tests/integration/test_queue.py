@@ -12,6 +12,7 @@ from sqlalchemy import select
 from service.db.models import Job, Task
 from service.db.session import Database
 from service.errors import PermanentError, TransientError
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.worker import Reschedule, Worker
@@ -32,7 +33,7 @@ def _job(db: Database, job_id: str = "job1") -> str:
     return job_id
 
 
-def _enqueue(db: Database, queue: TaskQueue, n: int, kind: str = "noop") -> None:
+def _enqueue(db: Database, queue: TaskQueue, n: int, kind: TaskKind = TaskKind.SUBMIT) -> None:
     with db.transaction() as s:
         for i in range(n):
             queue.enqueue(s, kind, job_id=None, payload={"n": i})
@@ -67,7 +68,7 @@ def test_two_workers_never_run_the_same_task_at_once(db: Database) -> None:
     workers = [
         Worker(
             queue,
-            {"noop": handler},
+            {TaskKind.SUBMIT: handler},
             on_give_up=never,
             policy=RetryPolicy(),
             concurrency=4,
@@ -121,8 +122,8 @@ def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
 ) -> None:
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=5)
     given_up: list[tuple[str, str]] = []
-    _enqueue(db, queue, 1, kind="flaky")
-    _enqueue(db, queue, 1, kind="broken")
+    _enqueue(db, queue, 1, kind=TaskKind.POLL)
+    _enqueue(db, queue, 1, kind=TaskKind.ARCHIVE)
 
     def flaky(task: ClaimedTask) -> None:
         raise TransientError("provider hiccup", retry_after=0)
@@ -132,7 +133,7 @@ def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
 
     worker = Worker(
         queue,
-        {"flaky": flaky, "broken": broken},
+        {TaskKind.POLL: flaky, TaskKind.ARCHIVE: broken},
         on_give_up=lambda t, e: given_up.append((t.kind, str(e))),
         policy=RetryPolicy(max_attempts=3, base_seconds=0.01, max_seconds=0.01),
     )
@@ -141,13 +142,13 @@ def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
         if len(given_up) == 2:
             break
         time.sleep(0.02)
-    assert ("broken", "bad image") in given_up
-    flaky_gave_up = [m for k, m in given_up if k == "flaky"]
+    assert (TaskKind.ARCHIVE, "bad image") in given_up
+    flaky_gave_up = [m for k, m in given_up if k == TaskKind.POLL]
     assert flaky_gave_up and "gave up after 3 attempts" in flaky_gave_up[0]
     with db.transaction() as s:
         tasks = {t.kind: t for t in s.execute(select(Task)).scalars()}
-    assert tasks["broken"].attempts == 1 and tasks["broken"].status == "failed"
-    assert tasks["flaky"].attempts == 3 and tasks["flaky"].status == "failed"
+    assert tasks[TaskKind.ARCHIVE].attempts == 1 and tasks[TaskKind.ARCHIVE].status == "failed"
+    assert tasks[TaskKind.POLL].attempts == 3 and tasks[TaskKind.POLL].status == "failed"
 
 
 def test_dedupe_key_collapses_and_revive_brings_a_finished_task_back(db: Database) -> None:
@@ -155,29 +156,33 @@ def test_dedupe_key_collapses_and_revive_brings_a_finished_task_back(db: Databas
     job_id = _job(db)
     for _ in range(3):
         with db.transaction() as s:
-            queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}")
+            queue.enqueue(s, TaskKind.ARCHIVE, job_id=job_id, dedupe_key=f"archive:{job_id}")
     assert _statuses(db) == Counter({"queued": 1})
     [task] = queue.claim("w", 5)
     queue.fail(task, "w", "boom")
     with db.transaction() as s:
-        queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}")
+        queue.enqueue(s, TaskKind.ARCHIVE, job_id=job_id, dedupe_key=f"archive:{job_id}")
     assert _statuses(db) == Counter({"failed": 1}), "a plain enqueue must not revive"
     with db.transaction() as s:
-        queue.enqueue(s, "archive", job_id=job_id, dedupe_key=f"archive:{job_id}", revive=True)
+        queue.enqueue(
+            s, TaskKind.ARCHIVE, job_id=job_id, dedupe_key=f"archive:{job_id}", revive=True
+        )
     [again] = queue.claim("w", 5)
     assert again.id == task.id and again.attempts == 1
 
 
 def test_reschedule_runs_the_task_again_later(db: Database) -> None:
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=5)
-    _enqueue(db, queue, 1, kind="poll")
+    _enqueue(db, queue, 1, kind=TaskKind.POLL)
     seen: list[int] = []
 
     def poll(task: ClaimedTask) -> Reschedule | None:
         seen.append(task.attempts)
         return Reschedule(0.2) if len(seen) < 2 else None
 
-    worker = Worker(queue, {"poll": poll}, on_give_up=lambda t, e: None, policy=RetryPolicy())
+    worker = Worker(
+        queue, {TaskKind.POLL: poll}, on_give_up=lambda t, e: None, policy=RetryPolicy()
+    )
     assert worker.run_once() == 1
     assert worker.run_once() == 0, "not due yet"
     time.sleep(0.25)
@@ -188,7 +193,7 @@ def test_reschedule_runs_the_task_again_later(db: Database) -> None:
 
 def test_worker_loop_stops_promptly_and_releases_what_it_cannot_finish(db: Database) -> None:
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
-    _enqueue(db, queue, 1, kind="slow")
+    _enqueue(db, queue, 1, kind=TaskKind.ARCHIVE)
     started, finish = threading.Event(), threading.Event()
 
     def slow(task: ClaimedTask) -> None:
@@ -197,7 +202,7 @@ def test_worker_loop_stops_promptly_and_releases_what_it_cannot_finish(db: Datab
 
     worker = Worker(
         queue,
-        {"slow": slow},
+        {TaskKind.ARCHIVE: slow},
         on_give_up=lambda t, e: None,
         policy=RetryPolicy(),
         poll_interval=0.05,

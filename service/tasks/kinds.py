@@ -1,0 +1,11 @@
+"""The kinds of background task, one handler each (see wiring.Container.worker)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class TaskKind(enum.StrEnum):
+    SUBMIT = "submit"  # send a job to its provider
+    POLL = "poll"  # ask the provider how a job is doing
+    ARCHIVE = "archive"  # download, verify and store a job's images, then the manifest
