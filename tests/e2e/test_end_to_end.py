@@ -48,11 +48,26 @@ def test_text2img_travels_the_whole_way(stack_factory: Callable[..., Stack]) -> 
         assert secret not in logs
     assert "token=" not in logs.replace("token=[redacted]", "")
     # Both tiers count what they did: the web tier summed over gunicorn's processes.
-    web = requests.get(f"{stack.web_url}/metrics", timeout=10).text
-    assert 'genvault_webhooks_total{outcome="accepted",provider="modelslab"} 1.0' in web
-    worker = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    web_line = 'genvault_webhooks_total{outcome="accepted",provider="modelslab"} 1.0'
+    assert web_line in _metrics_once_counted(f"{stack.web_url}/metrics", web_line)
+    worker_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    worker = _metrics_once_counted(worker_url, 'genvault_assets_archived_total{role="output"}')
     assert 'genvault_tasks_total{kind="archive",outcome="done"} 1.0' in worker
     assert 'genvault_assets_archived_total{role="output"} 2.0' in worker
+
+
+def _metrics_once_counted(url: str, line: str, timeout: float = 5.0) -> str:
+    """The metrics text once ``line`` shows up (or at the timeout).
+
+    A counter is incremented just after the work it counts is committed, so on a busy
+    machine the job can read `archived` a moment before its counters do.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        text = requests.get(url, timeout=10).text
+        if line in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
 
 
 def test_duplicate_callbacks_give_exactly_one_set_of_objects(
