@@ -14,10 +14,17 @@ from service import __version__
 from service.errors import ConfigError, GenvaultError
 
 
-def _settings(require_secrets: bool = True, **overrides: Any) -> Any:
+def _settings(require_secrets: bool = True, *, local: bool = False, **overrides: Any) -> Any:
+    """The settings; ``local`` commands also find the secret `genvault dev` keeps in var/."""
     from service.config import load_settings
+    from service.security.local_secret import read_local_secret
 
-    return load_settings(require_secrets=require_secrets, **overrides)
+    settings = load_settings(require_secrets=False, **overrides)
+    if local and settings.secret_key is None and (found := read_local_secret()) is not None:
+        settings = load_settings(require_secrets=False, **{**overrides, "secret_key": found})
+    if require_secrets:
+        settings.require("secret_key", "api_tokens")
+    return settings
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -100,7 +107,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from service.jobs.submission import create_job
     from service.wiring import build
 
-    container = build(_settings())
+    settings = _settings(require_secrets=False, local=True)
+    settings.require("secret_key")  # signs the file links it prints
+    container = build(settings)
     job, _ = create_job(
         container.db,
         container.queue,
@@ -139,7 +148,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from service.jobs.records import get_job
     from service.wiring import build
 
-    settings = _settings(require_secrets=False)
+    settings = _settings(require_secrets=False, local=True)
     settings.require("secret_key")  # signs the file links it prints
     container = build(settings)
     expires = container.settings.presign_expires_seconds
