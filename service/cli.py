@@ -17,11 +17,12 @@ from service.errors import ConfigError, GenvaultError
 def _settings(require_secrets: bool = True, *, local: bool = False, **overrides: Any) -> Any:
     """The settings; ``local`` commands also find the secret `genvault dev` keeps in var/."""
     from service.config import load_settings
-    from service.security.local_secret import read_local_secret
+    from service.security.local_secret import settings_for_local_cli
 
-    settings = load_settings(require_secrets=False, **overrides)
-    if local and settings.secret_key is None and (found := read_local_secret()) is not None:
-        settings = load_settings(require_secrets=False, **{**overrides, "secret_key": found})
+    if local:
+        settings = settings_for_local_cli(**overrides)
+    else:
+        settings = load_settings(require_secrets=False, **overrides)
     if require_secrets:
         settings.require("secret_key", "api_tokens")
     return settings
@@ -178,9 +179,20 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from service.archive.audit import run_audit_cli
+    from service.archive.audit_cli import run_audit_cli
 
-    return run_audit_cli(args)
+    return run_audit_cli(args, _settings(require_secrets=False, local=True))
+
+
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from service.security.signing import signer_from_settings
+
+    settings = _settings(require_secrets=False, local=True)
+    if settings.signing_key is None:
+        settings.require("secret_key")  # the key is derived from it
+    described = signer_from_settings(settings).verifier.describe()
+    print(json.dumps(described) if args.json else described["public_key"])
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -239,7 +251,21 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--since", help="only jobs created on or after this date (YYYY-MM-DD)")
     a.add_argument("--job", help="only this job id")
     a.add_argument("--quiet", action="store_true", help="print problems only")
+    a.add_argument(
+        "--bucket-only",
+        action="store_true",
+        help="no database: check every manifest's signature and listed objects in the archive",
+    )
+    a.add_argument(
+        "--public-key",
+        metavar="BASE64",
+        help="verify signatures with this Ed25519 public key (default: the configured key)",
+    )
     a.set_defaults(func=cmd_audit)
+
+    k = sub.add_parser("signing-key", help="print the public key that verifies manifests")
+    k.add_argument("--json", action="store_true", help="with its algorithm and key id")
+    k.set_defaults(func=cmd_signing_key)
     return p
 
 

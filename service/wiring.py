@@ -30,6 +30,7 @@ from service.providers.aimlapi import AimlApiClient
 from service.providers.base import Provider, ProviderResult
 from service.providers.endpoints import get_endpoint
 from service.providers.modelslab import ModelsLabClient
+from service.security.signing import signer_from_settings
 from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
@@ -44,7 +45,9 @@ def build_store(settings: Settings) -> ArchiveStore:
     location = parse_archive_url(settings.archive_url)
     if location.scheme == "file":
         assert location.path is not None
-        return FilesystemStore(location.path, url_base=settings.public_url, secret=settings.secret)
+        # Without a secret key the store still reads and writes; only url() needs it.
+        secret = settings.secret if settings.secret_key is not None else None
+        return FilesystemStore(location.path, url_base=settings.public_url, secret=secret)
     assert location.bucket is not None
     return S3Store(
         location.bucket,
@@ -185,6 +188,7 @@ def build(settings: Settings) -> Container:
         ImageStager(build_downloader(settings), limits),
         ImageStager(build_downloader(settings, any_public_host=True), limits),
         nsfw_policy=settings.nsfw_policy,
+        signer=signer_from_settings(settings),
         confirm=confirm if settings.confirm_callbacks else None,
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)

@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
+
+from service.config import Settings, load_settings
 
 LOCAL_SECRET_FILE = Path("var/dev-secret-key")
 
@@ -41,3 +44,11 @@ def local_secret(path: Path = LOCAL_SECRET_FILE) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(value + "\n")
     return value
+
+
+def settings_for_local_cli(**overrides: Any) -> Settings:
+    """Settings for a command typed beside `genvault dev`: its secret when none is set."""
+    settings = load_settings(require_secrets=False, **overrides)
+    if settings.secret_key is None and (found := read_local_secret()) is not None:
+        settings = load_settings(require_secrets=False, **{**overrides, "secret_key": found})
+    return settings
