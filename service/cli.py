@@ -118,6 +118,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         params=_parse_params(args.param),
         metadata=_parse_params(args.meta),
         idempotency_key=args.idempotency_key,
+        accept_inline=container.inline_inputs.accept,
     )
     deadline = time.monotonic() + args.timeout
     while args.wait and time.monotonic() < deadline:

@@ -109,6 +109,7 @@ class Container:
     timing: PollTiming
     receiver: CallbackReceiver
     archiver: Archiver
+    inline_inputs: InlineInputs
     workdir: Path | None = None
     # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
     wake_event: threading.Event | None = field(default=None, repr=False)
@@ -119,9 +120,6 @@ class Container:
 
     def worker(self, concurrency: int | None = None) -> Worker:
         s = self.settings
-        submitter_inputs = InlineInputs(
-            self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
-        )
         handlers: dict[TaskKind, Handler] = {
             TaskKind.SUBMIT: Submitter(
                 self.db,
@@ -130,7 +128,7 @@ class Container:
                 s.public_url,
                 s.secret,
                 self.timing,
-                submitter_inputs,
+                self.inline_inputs,
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
@@ -192,6 +190,9 @@ def build(settings: Settings) -> Container:
         confirm=confirm if settings.confirm_callbacks else None,
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
+    inline_inputs = InlineInputs(
+        db, store, archiver.inputs, url_expires=settings.presign_expires_seconds
+    )
     return Container(
         settings=settings,
         db=db,
@@ -203,4 +204,5 @@ def build(settings: Settings) -> Container:
         timing=timing,
         receiver=receiver,
         archiver=archiver,
+        inline_inputs=inline_inputs,
     )

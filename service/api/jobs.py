@@ -78,6 +78,7 @@ def submit() -> tuple[Response, int]:
         params=body.params,
         metadata=body.metadata,
         idempotency_key=key,
+        accept_inline=c.inline_inputs.accept,
     )
     if created:
         c.wake_workers()

@@ -29,7 +29,7 @@ from service.archive import layout, manifest
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
 from service.config import NsfwPolicy
-from service.db.models import Asset, Job
+from service.db.models import Asset, Callback, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import PermanentError, TaskError, TransientError
@@ -38,7 +38,7 @@ from service.jobs import records, results
 from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
 from service.providers.endpoints import expected_size, get_endpoint
-from service.security.redaction import describe_source
+from service.security.redaction import describe_source, is_summary, summary_text
 from service.security.signing import Signer, signature_key
 from service.storage.base import ArchiveStore, ObjectExists
 from service.tasks.queue import ClaimedTask
@@ -73,15 +73,17 @@ class ImageLimits:
     max_pixels: int
 
 
-def input_urls(job: Job) -> list[str]:
-    """The job's input images (init_image, image_url, …) in a stable order."""
-    urls: list[str] = []
+def input_urls(job: Job) -> list[str | dict[str, Any]]:
+    """The job's input images (init_image, image_url, …) in a stable order.
+
+    Each is a URL, or the summary an inline input left when it was archived at acceptance.
+    """
+    urls: list[str | dict[str, Any]] = []
     for name in get_endpoint(job.endpoint).input_fields:
         value = job.params.get(name)
-        if isinstance(value, str) and value:
-            urls.append(value)
-        elif isinstance(value, list):
-            urls.extend(v for v in value if isinstance(v, str) and v)
+        for item in value if isinstance(value, list) else [value]:
+            if (isinstance(item, str) and item) or (isinstance(item, dict) and is_summary(item)):
+                urls.append(item)
     return urls
 
 
@@ -185,6 +187,18 @@ class Archiver:
         for i, url in enumerate(input_urls(job)):
             if ("input", i) in done:
                 continue
+            if not isinstance(url, str):  # archived at acceptance, yet no asset row
+                failures.append(
+                    {
+                        "index": i,
+                        "key": url.get("archived_as"),
+                        "stored": False,
+                        "source_url": summary_text(url),
+                        "reason": "inline_input_missing",
+                        "error": "the inline input archived at acceptance has no record",
+                    }
+                )
+                continue
             try:
                 item = self.inputs.stage("input", i, url, workdir, base64_file=False)
             except TaskError as exc:
@@ -272,6 +286,7 @@ class Archiver:
                 job.manifest_key = key
                 job.manifest_sha256 = hashlib.sha256(body).hexdigest()
                 job.archived_at = now
+                _summarise_inline_outputs(session, job_id)
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
 
     def _write_manifest(self, job: Job, key: str, body: bytes) -> bytes:
@@ -293,6 +308,21 @@ class Archiver:
                 metadata=metadata,
             )
         return body
+
+
+def _summarise_inline_outputs(session: Any, job_id: str) -> None:
+    """Once archived, inline outputs (AI/ML API b64_json) leave the callbacks table.
+
+    Until then the provider's answer is the only copy of those images, so it keeps them;
+    afterwards a summary stands in (the archive task skips outputs it has stored).
+    """
+    for callback in session.execute(select(Callback).where(Callback.job_id == job_id)).scalars():
+        outputs = callback.result.get("outputs") or []
+        if any(isinstance(o, str) and o[:5].lower() == "data:" for o in outputs):
+            callback.result = {
+                **callback.result,
+                "outputs": [describe_source(o) if isinstance(o, str) else o for o in outputs],
+            }
 
 
 def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
