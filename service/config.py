@@ -39,7 +39,9 @@ KNOWN_OUTPUT_HOSTS: tuple[str, ...] = (
 DEV_API_TOKEN = "genvault-dev-token"  # noqa: S105 - `genvault dev` only, on loopback
 # Secrets that were printed in this repository at some point: anyone can mint webhook tokens
 # and file links with them, so they are refused like an empty one.
-PUBLISHED_SECRETS = frozenset({b"genvault-dev-secret-not-for-production"})
+PUBLISHED_SECRETS = frozenset(
+    {b"genvault-dev-secret-not-for-production", b"change-me-to-a-long-random-string"}
+)
 # HMAC-SHA256 keys shorter than the hash add no strength and are guessable in practice.
 MIN_SECRET_BYTES = 32
 
