@@ -36,9 +36,12 @@ from service.storage.base import ArchiveStore, ObjectMissing
 CHUNK = 1024 * 1024
 MANIFEST_NAME = "manifest.json"
 
-# What a signature check found; "not checked" only when no key was available.
+# What a signature check found; "not checked" only when no key was available, "unsigned"
+# only for a job the database says was archived before manifests were signed.
 SIGNATURE_VALID = "valid"
 SIGNATURE_NOT_CHECKED = "not checked"
+SIGNATURE_PREDATES = "unsigned: archived before manifests were signed"
+ACCEPTABLE_SIGNATURES = (SIGNATURE_VALID, SIGNATURE_NOT_CHECKED, SIGNATURE_PREDATES)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class JobAudit:
 
     @property
     def ok(self) -> bool:
-        bad_signature = self.signature not in (SIGNATURE_VALID, SIGNATURE_NOT_CHECKED)
+        bad_signature = self.signature not in ACCEPTABLE_SIGNATURES
         return not (self.missing or self.altered or self.unlisted or self.error or bad_signature)
 
     def as_json(self) -> dict[str, Any]:
@@ -117,7 +120,9 @@ class _Check:
         self.report = report
         self.verifier = verifier
 
-    def manifest(self, key: str, recorded_sha256: str | None) -> dict[str, Any] | None:
+    def manifest(
+        self, key: str, recorded_sha256: str | None, *, predates_signing: bool = False
+    ) -> dict[str, Any] | None:
         try:
             body = _read(self.store, key)
         except ObjectMissing:
@@ -133,7 +138,7 @@ class _Check:
                     "actual_sha256": actual,
                 }
             )
-        self._signature(key, body)
+        self._signature(key, body, predates_signing=predates_signing)
         try:
             manifest = json.loads(body)
         except ValueError:
@@ -143,13 +148,15 @@ class _Check:
             return None
         return manifest
 
-    def _signature(self, key: str, body: bytes) -> None:
+    def _signature(self, key: str, body: bytes, *, predates_signing: bool) -> None:
         if self.verifier is None:
             return
         try:
             self.verifier.verify(body, _read(self.store, signature_key(key)))
         except ObjectMissing:
-            self.report.signature = "missing"
+            # Only the database can vouch that a job is older than signing: from the bucket
+            # alone a missing signature is always a problem.
+            self.report.signature = SIGNATURE_PREDATES if predates_signing else "missing"
         except BadSignature as exc:
             self.report.signature = f"invalid: {exc}"
         else:
@@ -205,7 +212,10 @@ def audit_job(
         report.error = "archived job has no manifest key"
         return report
     check = _Check(store, report, verifier)
-    manifest = check.manifest(job.manifest_key, job.manifest_sha256)
+    # Jobs archived before migration 0002 have no recorded digest and no signature.
+    manifest = check.manifest(
+        job.manifest_key, job.manifest_sha256, predates_signing=job.manifest_sha256 is None
+    )
     rows = {a.key: Expected(a.sha256, a.size) for a in assets if a.key}
     listed_by_manifest = manifest_entries(manifest) if manifest is not None else {}
     # Derived objects (thumbnails) have no asset rows: checked against the manifest only,

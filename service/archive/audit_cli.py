@@ -8,7 +8,13 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from service.archive.audit import JobAudit, Progress, run_audit, run_bucket_audit
+from service.archive.audit import (
+    ACCEPTABLE_SIGNATURES,
+    JobAudit,
+    Progress,
+    run_audit,
+    run_bucket_audit,
+)
 from service.config import Settings
 from service.errors import ConfigError
 from service.security.signing import Verifier, signer_from_settings
@@ -81,7 +87,7 @@ def _summarise(reports: list[JobAudit], *, quiet: bool) -> int:
     for report in bad if quiet else reports:
         print(json.dumps(report.as_json()))
     checked = sum(r.checked for r in reports)
-    unsigned = sum(1 for r in bad if r.signature not in ("valid", "not checked"))
+    unsigned = sum(1 for r in bad if r.signature not in ACCEPTABLE_SIGNATURES)
     print(
         f"{len(reports)} jobs, {checked} objects checked: {len(bad)} jobs with problems "
         f"({sum(len(r.missing) for r in bad)} missing, {sum(len(r.altered) for r in bad)} altered,"

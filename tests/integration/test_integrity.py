@@ -271,3 +271,26 @@ def test_bucket_only_audit_needs_only_the_bucket_and_the_public_key(
 
     missing_key = _cli("audit", "--bucket-only", env=bucket_env, cwd=tmp_path)
     assert missing_key.returncode == 2 and "--public-key" in missing_key.stderr
+
+
+def test_a_deleted_signature_is_reported_unless_the_job_predates_signing(
+    make: Any,  # noqa: F811
+    fileserver: FileServer,
+    s3_bucket: str,
+) -> None:
+    c = make()
+    done = _archived(c, fileserver, count=1)
+    boto3.client("s3", region_name="us-east-1").delete_object(
+        Bucket=s3_bucket, Key=f"vault/{signature_key(done.manifest_key)}"
+    )
+    verifier = c.archiver.signer.verifier
+    [report] = run_audit(c.db, c.store, verifier=verifier)
+    assert not report.ok and report.signature == "missing"
+    # A job archived before migration 0002 has no recorded digest and was never signed.
+    with c.db.transaction() as s:
+        get_job(s, done.id).manifest_sha256 = None
+    [legacy] = run_audit(c.db, c.store, verifier=verifier)
+    assert legacy.ok and legacy.signature.startswith("unsigned")
+    # From the bucket alone nothing vouches for its age: missing is missing.
+    [bucket] = run_bucket_audit(c.store, verifier)
+    assert not bucket.ok and bucket.signature == "missing"
