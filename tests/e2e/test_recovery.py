@@ -132,7 +132,7 @@ def test_late_and_duplicate_webhooks_change_nothing(stack_factory: Callable[...,
     after = stack.job(done["id"])
     assert after["status"] == "archived" and after["manifest_key"] == done["manifest_key"]
     verify_archive(stack, after)
-    assert len(job_keys(stack, done["id"])) == 3  # two images and one manifest
+    assert len(job_keys(stack, done["id"])) == 4  # two images, the manifest, its signature
     # The second delivery was recognised as the same callback and not even recorded.
     assert [c for c in callbacks(stack, done["id"]) if c[0] == "webhook"] == [
         ("webhook", "success")
