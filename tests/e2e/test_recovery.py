@@ -230,7 +230,7 @@ def test_retry_rearchives_a_failed_archive_exactly_once(
     manifest = verify_archive(stack, done)
     assert [(a["width"], a["height"]) for a in manifest["assets"]] == [(96, 64)]
     assert manifest["assets"][0]["source_url"] == output
-    assert len(job_keys(stack, job["id"])) == 2  # one image, one manifest: no duplicates
+    assert len(job_keys(stack, job["id"])) == 3  # image, manifest, signature: no duplicates
     assert origin.hits["/generations/out-0.png"] == 2
     keys = objects(stack, job["id"])
 
