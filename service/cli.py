@@ -14,10 +14,18 @@ from service import __version__
 from service.errors import ConfigError, GenvaultError
 
 
-def _settings(require_secrets: bool = True, **overrides: Any) -> Any:
+def _settings(require_secrets: bool = True, *, local: bool = False, **overrides: Any) -> Any:
+    """The settings; ``local`` commands also find the secret `genvault dev` keeps in var/."""
     from service.config import load_settings
+    from service.security.local_secret import settings_for_local_cli
 
-    return load_settings(require_secrets=require_secrets, **overrides)
+    if local:
+        settings = settings_for_local_cli(**overrides)
+    else:
+        settings = load_settings(require_secrets=False, **overrides)
+    if require_secrets:
+        settings.require("secret_key", "api_tokens")
+    return settings
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -100,7 +108,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from service.jobs.submission import create_job
     from service.wiring import build
 
-    container = build(_settings())
+    settings = _settings(require_secrets=False, local=True)
+    settings.require("secret_key")  # signs the file links it prints
+    container = build(settings)
     job, _ = create_job(
         container.db,
         container.queue,
@@ -108,6 +118,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         params=_parse_params(args.param),
         metadata=_parse_params(args.meta),
         idempotency_key=args.idempotency_key,
+        accept_inline=container.inline_inputs.accept,
     )
     deadline = time.monotonic() + args.timeout
     while args.wait and time.monotonic() < deadline:
@@ -139,7 +150,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from service.jobs.records import get_job
     from service.wiring import build
 
-    settings = _settings(require_secrets=False)
+    settings = _settings(require_secrets=False, local=True)
     settings.require("secret_key")  # signs the file links it prints
     container = build(settings)
     expires = container.settings.presign_expires_seconds
@@ -169,9 +180,20 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from service.archive.audit import run_audit_cli
+    from service.archive.audit_cli import run_audit_cli
 
-    return run_audit_cli(args)
+    return run_audit_cli(args, _settings(require_secrets=False, local=True))
+
+
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from service.security.signing import signer_from_settings
+
+    settings = _settings(require_secrets=False, local=True)
+    if settings.signing_key is None:
+        settings.require("secret_key")  # the key is derived from it
+    described = signer_from_settings(settings).verifier.describe()
+    print(json.dumps(described) if args.json else described["public_key"])
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -230,7 +252,21 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--since", help="only jobs created on or after this date (YYYY-MM-DD)")
     a.add_argument("--job", help="only this job id")
     a.add_argument("--quiet", action="store_true", help="print problems only")
+    a.add_argument(
+        "--bucket-only",
+        action="store_true",
+        help="no database: check every manifest's signature and listed objects in the archive",
+    )
+    a.add_argument(
+        "--public-key",
+        metavar="BASE64",
+        help="verify signatures with this Ed25519 public key (default: the configured key)",
+    )
     a.set_defaults(func=cmd_audit)
+
+    k = sub.add_parser("signing-key", help="print the public key that verifies manifests")
+    k.add_argument("--json", action="store_true", help="with its algorithm and key id")
+    k.set_defaults(func=cmd_signing_key)
     return p
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import ipaddress
 from typing import Annotated, Any
@@ -35,8 +37,13 @@ KNOWN_OUTPUT_HOSTS: tuple[str, ...] = (
 )
 
 DEV_API_TOKEN = "genvault-dev-token"  # noqa: S105 - `genvault dev` only, on loopback
-# Only ever used by `genvault dev`, which listens on loopback.
-DEV_SECRET_KEY = "genvault-dev-secret-not-for-production"  # noqa: S105
+# Secrets that were printed in this repository at some point: anyone can mint webhook tokens
+# and file links with them, so they are refused like an empty one.
+PUBLISHED_SECRETS = frozenset(
+    {b"genvault-dev-secret-not-for-production", b"change-me-to-a-long-random-string"}
+)
+# HMAC-SHA256 keys shorter than the hash add no strength and are guessable in practice.
+MIN_SECRET_BYTES = 32
 
 MIB = 1024 * 1024
 
@@ -64,12 +71,12 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    dev: bool = False
-
     database_url: str = "sqlite:///var/genvault.db"
     archive_url: str = "file://var/archive"
     public_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
+    # Base64 of a 32-byte Ed25519 seed; unset, the key is derived from secret_key (HKDF).
+    signing_key: SecretStr | None = None
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
 
     modelslab_api_key: SecretStr | None = Field(
@@ -159,15 +166,31 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _dev_defaults(self) -> Settings:
-        # `genvault dev` must start with nothing set; production must not start half-secured.
-        if self.dev:
-            if self.secret_key is None:
-                object.__setattr__(self, "secret_key", SecretStr(DEV_SECRET_KEY))
-            if not self.api_tokens:
-                object.__setattr__(self, "api_tokens", (SecretStr(DEV_API_TOKEN),))
-        return self
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty or short secret lets anyone mint webhook tokens and file links: refuse it
+        # at start rather than run half-secured. Unset stays allowed here; require() decides.
+        if value is None:
+            return None
+        raw = value.get_secret_value().encode()
+        if raw in PUBLISHED_SECRETS:
+            raise ValueError("this value is published in genvault's source; generate your own")
+        if len(raw) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (got {len(raw)});"
+                " generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _ed25519_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        if len(signing_seed(value)) != 32:
+            raise ValueError("must be the base64 of a 32-byte Ed25519 seed")
+        return value
 
     def require(self, *names: str) -> None:
         """Stop with one line naming the first missing required setting."""
@@ -181,6 +204,15 @@ class Settings(BaseSettings):
         if self.secret_key is None:
             raise ConfigError(f"{env_name('secret_key')} is required (set it in the environment)")
         return self.secret_key.get_secret_value().encode()
+
+
+def signing_seed(value: SecretStr) -> bytes:
+    """The bytes of GENVAULT_SIGNING_KEY (standard or URL-safe base64); b"" when malformed."""
+    text = value.get_secret_value().strip()
+    try:
+        return base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def env_name(field_name: str) -> str:
@@ -199,7 +231,8 @@ def load_settings(*, require_secrets: bool = True, **overrides: Any) -> Settings
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         name = env_name(field) if field in Settings.model_fields else field
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from None
     if require_secrets:
         settings.require("secret_key", "api_tokens")
     return settings

@@ -2,7 +2,10 @@
 
 Migrates a SQLite database under var/, starts the sandbox provider, an embedded worker and
 the web server, and prints where to send requests. Loopback only: it uses a fixed dev
-token and secret, which is fine for a laptop and wrong for anything else.
+token, which is fine for a laptop and wrong for anything else, and a random secret key kept
+in var/dev-secret-key (service/security/local_secret.py). Dev mode is not a setting: these
+credentials are passed in here and nowhere else, so no environment variable can make
+`gunicorn … create_app()` accept the dev token.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import threading
 from werkzeug.serving import make_server
 
 from service.app import create_app
-from service.config import KNOWN_OUTPUT_HOSTS, load_settings
+from service.config import DEV_API_TOKEN, KNOWN_OUTPUT_HOSTS, load_settings
 from service.db.migrate import upgrade
 from service.logs import configure
+from service.security.local_secret import local_secret
 from service.wiring import build
 
 log = logging.getLogger(__name__)
@@ -27,7 +31,8 @@ def run_dev(host: str, port: int, sandbox_port: int) -> int:
 
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     settings = load_settings(
-        dev=True,
+        secret_key=local_secret(),
+        api_tokens=(DEV_API_TOKEN,),
         public_url=f"http://{host}:{port}",
         modelslab_base_url=f"{sandbox}/api",
         aimlapi_base_url=f"{sandbox}/aimlapi",

@@ -80,7 +80,13 @@ class Conflict(RequestError):
 
 
 class TaskError(GenvaultError):
-    """A background task did not complete."""
+    """A background task did not complete.
+
+    ``reason`` is a short machine-readable cause where one is known (``http_404``,
+    ``timeout``, ``no_such_host``, a policy rule): the manifest lists a failed input with it.
+    """
+
+    reason: str | None = None
 
 
 class TransientError(TaskError):

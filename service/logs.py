@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from service.security.redaction import redact, redact_text
+
 # Attributes every LogRecord has; anything else was passed with extra= and is context.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -18,9 +20,10 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
         }
-        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        # Context goes through the one redaction every stored path uses.
+        line.update({k: redact(v) for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -28,8 +31,10 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
-        base = f"{datetime.now():%H:%M:%S} {record.levelname:<7} {record.getMessage()}"
+        context = " ".join(
+            f"{k}={redact(v)}" for k, v in vars(record).items() if k not in _STANDARD
+        )
+        base = f"{datetime.now():%H:%M:%S} {record.levelname:<7} {redact_text(record.getMessage())}"
         text = f"{base}  {context}" if context else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

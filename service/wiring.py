@@ -30,6 +30,7 @@ from service.providers.aimlapi import AimlApiClient
 from service.providers.base import Provider, ProviderResult
 from service.providers.endpoints import get_endpoint
 from service.providers.modelslab import ModelsLabClient
+from service.security.signing import signer_from_settings
 from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
@@ -44,7 +45,9 @@ def build_store(settings: Settings) -> ArchiveStore:
     location = parse_archive_url(settings.archive_url)
     if location.scheme == "file":
         assert location.path is not None
-        return FilesystemStore(location.path, url_base=settings.public_url, secret=settings.secret)
+        # Without a secret key the store still reads and writes; only url() needs it.
+        secret = settings.secret if settings.secret_key is not None else None
+        return FilesystemStore(location.path, url_base=settings.public_url, secret=secret)
     assert location.bucket is not None
     return S3Store(
         location.bucket,
@@ -106,6 +109,7 @@ class Container:
     timing: PollTiming
     receiver: CallbackReceiver
     archiver: Archiver
+    inline_inputs: InlineInputs
     workdir: Path | None = None
     # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
     wake_event: threading.Event | None = field(default=None, repr=False)
@@ -116,9 +120,6 @@ class Container:
 
     def worker(self, concurrency: int | None = None) -> Worker:
         s = self.settings
-        submitter_inputs = InlineInputs(
-            self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
-        )
         handlers: dict[TaskKind, Handler] = {
             TaskKind.SUBMIT: Submitter(
                 self.db,
@@ -127,7 +128,7 @@ class Container:
                 s.public_url,
                 s.secret,
                 self.timing,
-                submitter_inputs,
+                self.inline_inputs,
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
@@ -185,9 +186,13 @@ def build(settings: Settings) -> Container:
         ImageStager(build_downloader(settings), limits),
         ImageStager(build_downloader(settings, any_public_host=True), limits),
         nsfw_policy=settings.nsfw_policy,
+        signer=signer_from_settings(settings),
         confirm=confirm if settings.confirm_callbacks else None,
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
+    inline_inputs = InlineInputs(
+        db, store, archiver.inputs, url_expires=settings.presign_expires_seconds
+    )
     return Container(
         settings=settings,
         db=db,
@@ -199,4 +204,5 @@ def build(settings: Settings) -> Container:
         timing=timing,
         receiver=receiver,
         archiver=archiver,
+        inline_inputs=inline_inputs,
     )

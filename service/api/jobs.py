@@ -11,7 +11,7 @@ from sqlalchemy import select
 from service.api.auth import require_token
 from service.api.context import container
 from service.api.views import job_json
-from service.archive.audit import audit_job
+from service.archive.audit import asset_rows, audit_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest
 from service.jobs import operator_retry
@@ -78,6 +78,7 @@ def submit() -> tuple[Response, int]:
         params=body.params,
         metadata=body.metadata,
         idempotency_key=key,
+        accept_inline=c.inline_inputs.accept,
     )
     if created:
         c.wake_workers()
@@ -130,10 +131,11 @@ def retry(job_id: str) -> tuple[Response, int]:
 
 @bp.route("/jobs/<job_id>/audit", methods=["GET", "POST"])
 def audit(job_id: str) -> Response:
-    """Re-read this job's archived objects and compare them with its manifest."""
+    """Re-read this job's objects; compare with its asset rows, manifest and signature."""
     c = container()
     with c.db.transaction() as session:
         job = get_job(session, job_id)
     if job.status != JobStatus.ARCHIVED.value:
         raise Conflict(f"only an archived job can be audited; this one is {job.status}")
-    return jsonify(audit_job(c.store, job).as_json())
+    report = audit_job(c.store, job, asset_rows(c.db, job_id), c.archiver.signer.verifier)
+    return jsonify(report.as_json())

@@ -1,49 +1,75 @@
-"""`genvault audit`: re-read archived objects and check them against their manifests.
+"""Audit: re-read archived objects and check them against the database and the manifests.
 
-For every archived job it reports objects the manifest lists that are gone (missing),
-objects whose bytes no longer hash to the manifest's SHA-256 or size (altered), and
-objects under the job's prefix that the manifest does not list (unlisted).
+Two sources of truth are compared with what the store holds, so rewriting one of them is
+not enough to hide a change:
+
+- with the database (`genvault audit`, ``GET /v1/jobs/{id}/audit``): every object against
+  its asset row (key, sha256, size) and its manifest entry; the manifest against the SHA-256
+  the job recorded when it was written; the manifest's Ed25519 signature;
+- from the bucket alone (`genvault audit --bucket-only`): every manifest under the archive
+  root against its signature (public key only), then every object it lists.
+
+Per job it reports objects that are gone (missing), objects or manifests whose bytes no
+longer match (altered, with what they were checked against), a bad or absent signature, and
+objects under the job's prefix that nothing lists (unlisted). Keys a manifest lists under
+``derived`` (thumbnails and such) count as listed and are checked like the others.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from service.archive import layout
-from service.db.models import Job
+from service.db.models import Asset, Job
 from service.db.session import Database
 from service.jobs.states import JobStatus
+from service.security.signing import BadSignature, Verifier, signature_key
 from service.storage.base import ArchiveStore, ObjectMissing
 
 CHUNK = 1024 * 1024
+MANIFEST_NAME = "manifest.json"
+
+# What a signature check found; "not checked" only when no key was available, "unsigned"
+# only for a job the database says was archived before manifests were signed.
+SIGNATURE_VALID = "valid"
+SIGNATURE_NOT_CHECKED = "not checked"
+SIGNATURE_PREDATES = "unsigned: archived before manifests were signed"
+ACCEPTABLE_SIGNATURES = (SIGNATURE_VALID, SIGNATURE_NOT_CHECKED, SIGNATURE_PREDATES)
 
 
 @dataclass
 class JobAudit:
-    job_id: str
+    job_id: str | None
     manifest_key: str | None
     checked: int = 0
     missing: list[str] = field(default_factory=list)
     altered: list[dict[str, Any]] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
+    signature: str = SIGNATURE_NOT_CHECKED
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.altered or self.unlisted or self.error)
+        bad_signature = self.signature not in ACCEPTABLE_SIGNATURES
+        return not (self.missing or self.altered or self.unlisted or self.error or bad_signature)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one source says an object is."""
+
+    sha256: str | None
+    size: int | None
 
 
 def _digest(store: ArchiveStore, key: str) -> tuple[str, int]:
@@ -55,49 +81,187 @@ def _digest(store: ArchiveStore, key: str) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def audit_job(store: ArchiveStore, job: Job) -> JobAudit:
+def _read(store: ArchiveStore, key: str) -> bytes:
+    with store.open(key) as stream:
+        return stream.read()
+
+
+def manifest_entries(
+    manifest: Mapping[str, Any], *, derived_only: bool = False
+) -> dict[str, Expected]:
+    """Every stored object a manifest lists (assets, inputs, derived), by key.
+
+    ``derived`` lists may sit at the top level or inside an asset's entry.
+    """
+    found: dict[str, Expected] = {}
+
+    def visit(entries: Any, derived: bool) -> None:
+        if not isinstance(entries, list):
+            return
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                continue
+            key = entry.get("key")
+            if isinstance(key, str) and key and (derived or not derived_only):
+                found[key] = Expected(entry.get("sha256"), entry.get("size"))
+            visit(entry.get("derived"), True)
+
+    visit(manifest.get("assets"), False)
+    visit(manifest.get("inputs"), False)
+    visit(manifest.get("derived"), True)
+    return found
+
+
+class _Check:
+    """One job's audit in progress: reads the manifest, then checks objects and prefixes."""
+
+    def __init__(self, store: ArchiveStore, report: JobAudit, verifier: Verifier | None) -> None:
+        self.store = store
+        self.report = report
+        self.verifier = verifier
+
+    def manifest(
+        self, key: str, recorded_sha256: str | None, *, predates_signing: bool = False
+    ) -> dict[str, Any] | None:
+        try:
+            body = _read(self.store, key)
+        except ObjectMissing:
+            self.report.missing.append(key)
+            return None
+        actual = hashlib.sha256(body).hexdigest()
+        if recorded_sha256 is not None and actual != recorded_sha256:
+            self.report.altered.append(
+                {
+                    "key": key,
+                    "problem": "the manifest differs from the one recorded in the database",
+                    "expected_sha256": recorded_sha256,
+                    "actual_sha256": actual,
+                }
+            )
+        self._signature(key, body, predates_signing=predates_signing)
+        try:
+            manifest = json.loads(body)
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict):
+            self.report.altered.append({"key": key, "problem": "manifest is not a JSON object"})
+            return None
+        return manifest
+
+    def _signature(self, key: str, body: bytes, *, predates_signing: bool) -> None:
+        if self.verifier is None:
+            return
+        try:
+            self.verifier.verify(body, _read(self.store, signature_key(key)))
+        except ObjectMissing:
+            # Only the database can vouch that a job is older than signing: from the bucket
+            # alone a missing signature is always a problem.
+            self.report.signature = SIGNATURE_PREDATES if predates_signing else "missing"
+        except BadSignature as exc:
+            self.report.signature = f"invalid: {exc}"
+        else:
+            self.report.signature = SIGNATURE_VALID
+
+    def objects(self, sources: Mapping[str, Mapping[str, Expected]]) -> None:
+        """Hash every object any source lists, once, and compare with each source."""
+        keys = sorted({key for listed in sources.values() for key in listed})
+        for key in keys:
+            self.report.checked += 1
+            try:
+                sha256, size = _digest(self.store, key)
+            except ObjectMissing:
+                self.report.missing.append(key)
+                continue
+            disagree = [
+                name
+                for name, listed in sources.items()
+                if key in listed and (listed[key].sha256, listed[key].size) != (sha256, size)
+            ]
+            absent = [name for name, listed in sources.items() if key not in listed]
+            if disagree or absent:
+                first = next(iter(s[key] for s in sources.values() if key in s))
+                entry: dict[str, Any] = {
+                    "key": key,
+                    "expected_sha256": first.sha256,
+                    "actual_sha256": sha256,
+                    "expected_size": first.size,
+                    "actual_size": size,
+                }
+                if disagree:
+                    entry["differs_from"] = disagree
+                if absent:
+                    entry["not_listed_in"] = absent
+                self.report.altered.append(entry)
+
+    def unlisted(self, prefixes: Iterable[str], listed: set[str]) -> None:
+        for prefix in prefixes:
+            self.report.unlisted.extend(
+                k for k in self.store.iter_keys(prefix + "/") if k not in listed
+            )
+
+
+def audit_job(
+    store: ArchiveStore,
+    job: Job,
+    assets: Iterable[Asset] = (),
+    verifier: Verifier | None = None,
+) -> JobAudit:
+    """Check an archived job's objects against its asset rows and its manifest."""
     report = JobAudit(job.id, job.manifest_key)
     if not job.manifest_key:
         report.error = "archived job has no manifest key"
         return report
-    try:
-        with store.open(job.manifest_key) as stream:
-            manifest = json.loads(stream.read())
-    except ObjectMissing:
-        report.missing.append(job.manifest_key)
-        return report
-    except ValueError:
-        report.altered.append({"key": job.manifest_key, "problem": "manifest is not valid JSON"})
-        return report
-
-    listed = {job.manifest_key}
-    for entry in [*manifest.get("assets", []), *manifest.get("inputs", [])]:
-        key = entry.get("key")
-        if not key:
-            continue  # skipped by the NSFW policy, or an input that could not be fetched
-        listed.add(key)
-        report.checked += 1
-        try:
-            sha256, size = _digest(store, key)
-        except ObjectMissing:
-            report.missing.append(key)
-            continue
-        if sha256 != entry.get("sha256") or size != entry.get("size"):
-            report.altered.append(
-                {
-                    "key": key,
-                    "expected_sha256": entry.get("sha256"),
-                    "actual_sha256": sha256,
-                    "expected_size": entry.get("size"),
-                    "actual_size": size,
-                }
-            )
-    for prefix in (
-        layout.job_prefix(job.created_at, job.id),
-        layout.job_prefix(job.created_at, job.id, quarantine=True),
-    ):
-        report.unlisted.extend(k for k in store.iter_keys(prefix + "/") if k not in listed)
+    check = _Check(store, report, verifier)
+    # Jobs archived before migration 0002 have no recorded digest and no signature.
+    manifest = check.manifest(
+        job.manifest_key, job.manifest_sha256, predates_signing=job.manifest_sha256 is None
+    )
+    rows = {a.key: Expected(a.sha256, a.size) for a in assets if a.key}
+    listed_by_manifest = manifest_entries(manifest) if manifest is not None else {}
+    # Derived objects (thumbnails) have no asset rows: checked against the manifest only,
+    # so the database source lends them the manifest's entry rather than calling them absent.
+    derived = manifest_entries(manifest, derived_only=True) if manifest is not None else {}
+    sources: dict[str, Mapping[str, Expected]] = {
+        "database": {**{k: v for k, v in derived.items() if k not in rows}, **rows},
+    }
+    if manifest is not None:
+        sources["manifest"] = listed_by_manifest
+    check.objects(sources)
+    listed = {job.manifest_key, signature_key(job.manifest_key), *rows, *listed_by_manifest}
+    check.unlisted(
+        (
+            layout.job_prefix(job.created_at, job.id),
+            layout.job_prefix(job.created_at, job.id, quarantine=True),
+        ),
+        listed,
+    )
     return report
+
+
+def audit_manifest(store: ArchiveStore, manifest_key: str, verifier: Verifier) -> JobAudit:
+    """Check one archive from the bucket alone: the signature, then every object listed."""
+    report = JobAudit(None, manifest_key)
+    check = _Check(store, report, verifier)
+    manifest = check.manifest(manifest_key, None)
+    if manifest is None:
+        return report
+    job_id = manifest.get("job_id")
+    report.job_id = job_id if isinstance(job_id, str) else None
+    listed = manifest_entries(manifest)
+    check.objects({"manifest": listed})
+    directory = manifest_key.rsplit("/", 1)[0]
+    check.unlisted(
+        (directory, f"quarantine/{directory}"),
+        {manifest_key, signature_key(manifest_key), *listed},
+    )
+    return report
+
+
+def bucket_manifests(store: ArchiveStore) -> Iterator[str]:
+    """Every manifest under the archive root (quarantine holds images, never manifests)."""
+    for key in store.iter_keys(""):
+        if key.rsplit("/", 1)[-1] == MANIFEST_NAME and not key.startswith("quarantine/"):
+            yield key
 
 
 def archived_jobs(
@@ -129,19 +293,30 @@ def archived_jobs(
     return int(total), pages()
 
 
+def asset_rows(db: Database, job_id: str) -> list[Asset]:
+    with db.transaction() as session:
+        rows = list(session.execute(select(Asset).where(Asset.job_id == job_id)).scalars())
+        session.expunge_all()
+    return rows
+
+
+Progress = Callable[[int, int, int], None]
+
+
 def run_audit(
     db: Database,
     store: ArchiveStore,
     *,
+    verifier: Verifier | None = None,
     since: datetime | None = None,
     job_id: str | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[JobAudit]:
     total, jobs = archived_jobs(db, since=since, job_id=job_id)
     reports: list[JobAudit] = []
     problems = 0
     for done, job in enumerate(jobs, start=1):
-        report = audit_job(store, job)
+        report = audit_job(store, job, asset_rows(db, job.id), verifier)
         reports.append(report)
         problems += not report.ok
         if progress is not None:
@@ -149,44 +324,16 @@ def run_audit(
     return reports
 
 
-def run_audit_cli(args: argparse.Namespace) -> int:
-    from service.config import load_settings
-    from service.db.session import make_engine
-    from service.wiring import build_store
-
-    settings = load_settings(require_secrets=False)
-    settings.require("secret_key")
-    since = None
-    if args.since:
-        try:
-            since = datetime.fromisoformat(args.since).replace(tzinfo=UTC)
-        except ValueError:
-            print(
-                f"genvault audit: --since wants a date like 2026-01-31, got {args.since!r}",
-                file=sys.stderr,
-            )
-            return 2
-    db = Database(make_engine(settings.database_url))
-    store = build_store(settings)
-    last = 0.0
-
-    def progress(done: int, total: int, problems: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if sys.stderr.isatty() or now - last >= 5 or done == total:
-            last = now
-            print(f"audited {done}/{total} jobs, {problems} with problems", file=sys.stderr)
-
-    reports = run_audit(db, store, since=since, job_id=args.job, progress=progress)
-    bad = [r for r in reports if not r.ok]
-    for report in reports if not args.quiet else bad:
-        print(json.dumps(report.as_json()))
-    checked = sum(r.checked for r in reports)
-    print(
-        f"{len(reports)} jobs, {checked} objects checked: {len(bad)} jobs with problems "
-        f"({sum(len(r.missing) for r in bad)} missing, {sum(len(r.altered) for r in bad)} altered,"
-        f" {sum(len(r.unlisted) for r in bad)} unlisted)",
-        file=sys.stderr,
-    )
-    db.dispose()
-    return 1 if bad else 0
+def run_bucket_audit(
+    store: ArchiveStore, verifier: Verifier, *, progress: Progress | None = None
+) -> list[JobAudit]:
+    manifests = list(bucket_manifests(store))
+    reports: list[JobAudit] = []
+    problems = 0
+    for done, key in enumerate(manifests, start=1):
+        report = audit_manifest(store, key, verifier)
+        reports.append(report)
+        problems += not report.ok
+        if progress is not None:
+            progress(done, len(manifests), problems)
+    return reports

@@ -1,14 +1,19 @@
-"""The archive use-case: download → verify → store every image → then the manifest.
+"""The archive use-case: outputs (download → verify → store), then inputs, then the manifest.
 
-Two phases keep a bad file from leaving a job half-archived: every output is downloaded
-and verified into a private temporary directory first, and only when all of them pass does
-anything reach the store. Storing is write-once and keyed deterministically, so a task that
-runs twice (a replayed webhook, a worker that died mid-way) ends with the same objects.
+Outputs first, always: every output is downloaded and verified into a private temporary
+directory, and only when all of them pass do they reach the store, so a bad output leaves
+nothing half-archived. Then the inputs (init images), one by one: they are part of the record
+but not of the result, so an input that cannot be had for any reason (404, refused, too
+large, timeout, not an image) is listed in the manifest with its reason and never holds the
+outputs back. Storing is write-once and keyed deterministically, so a task that runs twice (a
+replayed webhook, a worker that died mid-way) ends with the same objects. The manifest comes
+last, signed (manifest.json.sig), and its SHA-256 is recorded on the job.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import tempfile
 import time
@@ -24,15 +29,17 @@ from service.archive import layout, manifest
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
 from service.config import NsfwPolicy
-from service.db.models import Asset, Job
+from service.db.models import Asset, Callback, Job
 from service.db.session import Database
 from service.db.types import utcnow
-from service.errors import PermanentError, TransientError
+from service.errors import PermanentError, TaskError, TransientError
+from service.fetch.policy import DownloadRefused
 from service.jobs import records, results
 from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
 from service.providers.endpoints import expected_size, get_endpoint
-from service.security.redaction import describe_source
+from service.security.redaction import describe_source, is_summary, summary_text
+from service.security.signing import Signer, signature_key
 from service.storage.base import ArchiveStore, ObjectExists
 from service.tasks.queue import ClaimedTask
 
@@ -66,15 +73,17 @@ class ImageLimits:
     max_pixels: int
 
 
-def input_urls(job: Job) -> list[str]:
-    """The job's input images (init_image, image_url, …) in a stable order."""
-    urls: list[str] = []
+def input_urls(job: Job) -> list[str | dict[str, Any]]:
+    """The job's input images (init_image, image_url, …) in a stable order.
+
+    Each is a URL, or the summary an inline input left when it was archived at acceptance.
+    """
+    urls: list[str | dict[str, Any]] = []
     for name in get_endpoint(job.endpoint).input_fields:
         value = job.params.get(name)
-        if isinstance(value, str) and value:
-            urls.append(value)
-        elif isinstance(value, list):
-            urls.extend(v for v in value if isinstance(v, str) and v)
+        for item in value if isinstance(value, list) else [value]:
+            if (isinstance(item, str) and item) or (isinstance(item, dict) and is_summary(item)):
+                urls.append(item)
     return urls
 
 
@@ -119,10 +128,12 @@ class Archiver:
         inputs: ImageStager,
         *,
         nsfw_policy: NsfwPolicy,
+        signer: Signer,
         confirm: Confirm | None = None,
         workdir: Path | None = None,
     ) -> None:
         self.db = db
+        self.signer = signer
         self.store = store
         self.outputs = outputs
         self.inputs = inputs
@@ -153,7 +164,6 @@ class Archiver:
                 "the provider reported success but listed no images", code="no_outputs"
             )
         nsfw = bool(job.nsfw) or bool(result.nsfw)
-        input_errors: list[dict[str, Any]] = []
 
         with tempfile.TemporaryDirectory(prefix="genvault-", dir=self.workdir) as tmp:
             workdir = Path(tmp)
@@ -162,21 +172,47 @@ class Archiver:
                 for i, url in enumerate(result.outputs)
                 if ("output", i) not in done
             ]
-            for i, url in enumerate(input_urls(job)):
-                if ("input", i) in done:
-                    continue
-                try:
-                    staged.append(self.inputs.stage("input", i, url, workdir, base64_file=False))
-                except PermanentError as exc:
-                    # An input is part of the record, but one we cannot fetch (expired,
-                    # refused) must not cost the job its outputs: it is listed with the reason.
-                    input_errors.append(
-                        {"index": i, "source_url": describe_source(url), "error": exc.message}
-                    )
             for item in staged:
                 self._store(job, item, nsfw=nsfw)
+                item.path.unlink(missing_ok=True)
+            input_errors = self._archive_inputs(job, done, workdir, nsfw=nsfw)
 
         self._finish(job_id, answer, input_errors, nsfw, time.monotonic() - started)
+
+    def _archive_inputs(
+        self, job: Job, done: set[tuple[str, int]], workdir: Path, *, nsfw: bool
+    ) -> list[dict[str, Any]]:
+        """Store each input that can be had; list the others with their reason."""
+        failures: list[dict[str, Any]] = []
+        for i, url in enumerate(input_urls(job)):
+            if ("input", i) in done:
+                continue
+            if not isinstance(url, str):  # archived at acceptance, yet no asset row
+                failures.append(
+                    {
+                        "index": i,
+                        "key": url.get("archived_as"),
+                        "stored": False,
+                        "source_url": summary_text(url),
+                        "reason": "inline_input_missing",
+                        "error": "the inline input archived at acceptance has no record",
+                    }
+                )
+                continue
+            try:
+                item = self.inputs.stage("input", i, url, workdir, base64_file=False)
+            except TaskError as exc:
+                # Transient ones too: the outputs are stored, and an input that times out
+                # now (or 404s, its link expired) is not worth holding the job for.
+                failures.append(input_failure(i, url, exc))
+                log.info(
+                    "input not archived",
+                    extra={"job_id": job.id, "index": i, "reason": failures[-1]["reason"]},
+                )
+                continue
+            self._store(job, item, nsfw=nsfw)  # a store outage still retries the task
+            item.path.unlink(missing_ok=True)
+        return failures
 
     def _confirmed(self, job: Job, claimed: ProviderResult) -> ProviderResult:
         """Ask the provider itself what the webhook claimed (GENVAULT_CONFIRM_CALLBACKS).
@@ -242,21 +278,71 @@ class Archiver:
             )
         )
         # Outside any transaction: a slow store must not hold database locks.
-        # An ObjectExists means an earlier run wrote it and died before recording it: it stands.
-        with contextlib.suppress(ObjectExists):
-            self.store.put_bytes(
-                key,
-                body,
-                content_type="application/json",
-                metadata={"job-id": job.id, "track-id": job.track_id},
-            )
+        body = self._write_manifest(job, key, body)
         with self.db.transaction() as session:
             job = records.get_job(session, job_id, for_update=True)
             job.nsfw = nsfw
             if records.advance(job, JobStatus.ARCHIVED):
                 job.manifest_key = key
+                job.manifest_sha256 = hashlib.sha256(body).hexdigest()
                 job.archived_at = now
+                _summarise_inline_outputs(session, job_id)
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
+
+    def _write_manifest(self, job: Job, key: str, body: bytes) -> bytes:
+        """Write the manifest, then its signature; return the bytes the store holds."""
+        metadata = {"job-id": job.id, "track-id": job.track_id}
+        try:
+            self.store.put_bytes(key, body, content_type="application/json", metadata=metadata)
+        except ObjectExists:
+            # An earlier run wrote it and died before recording it: it stands, and it is
+            # what gets signed and recorded (its timings differ from ours).
+            with self.store.open(key) as stream:
+                body = stream.read()
+        # Ed25519 is deterministic: a signature written by an earlier run is the same bytes.
+        with contextlib.suppress(ObjectExists):
+            self.store.put_bytes(
+                signature_key(key),
+                self.signer.sign(body),
+                content_type="application/json",
+                metadata=metadata,
+            )
+        return body
+
+
+def _summarise_inline_outputs(session: Any, job_id: str) -> None:
+    """Once archived, inline outputs (AI/ML API b64_json) leave the callbacks table.
+
+    Until then the provider's answer is the only copy of those images, so it keeps them;
+    afterwards a summary stands in (the archive task skips outputs it has stored).
+    """
+    for callback in session.execute(select(Callback).where(Callback.job_id == job_id)).scalars():
+        outputs = callback.result.get("outputs") or []
+        if any(isinstance(o, str) and o[:5].lower() == "data:" for o in outputs):
+            callback.result = {
+                **callback.result,
+                "outputs": [describe_source(o) if isinstance(o, str) else o for o in outputs],
+            }
+
+
+def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
+    """How the manifest lists an input that was not archived: where from, and why not."""
+    if exc.reason:
+        reason = exc.reason
+    elif isinstance(exc, DownloadRefused):
+        reason = f"refused:{exc.rule}"
+    elif isinstance(exc, PermanentError):
+        reason = exc.code
+    else:
+        reason = "unavailable"
+    return {
+        "index": index,
+        "key": None,
+        "stored": False,
+        "source_url": describe_source(url),
+        "reason": reason,
+        "error": exc.message,
+    }
 
 
 def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:

@@ -64,6 +64,9 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     nsfw: Mapped[bool | None] = mapped_column(Boolean)
     manifest_key: Mapped[str | None] = mapped_column(Text)
+    # What manifest.json hashed to when written: a manifest rewritten in the bucket (with
+    # its objects' digests to match) no longer hashes to this.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
     result_callback_id: Mapped[int | None] = mapped_column(BigId)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -177,8 +177,12 @@ class Downloader:
             return target.ip
         try:
             addresses = self._resolve(target.host, target.port)
+        except socket.gaierror as exc:
+            raise _resolution_error(exc, target.host) from None
         except (OSError, UnicodeError) as exc:
-            raise TransientError(f"cannot resolve host {target.host!r}: {exc}") from None
+            raise _reason(
+                TransientError(f"cannot resolve host {target.host!r}: {exc}"), "resolver"
+            ) from None
         if not addresses:
             raise TransientError(f"cannot resolve host {target.host!r}: no addresses")
         for address in addresses:
@@ -286,10 +290,36 @@ class Downloader:
     def _remaining(self, deadline: float, target: Target) -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TransientError(
-                f"download from host {target.host!r} exceeded {self.total_timeout:g} s"
+            raise _reason(
+                TransientError(
+                    f"download from host {target.host!r} exceeded {self.total_timeout:g} s"
+                ),
+                "timeout",
             )
         return remaining
+
+
+# The resolver's "this name does not exist" answers: asking again gives the same answer.
+# EAI_AGAIN (a resolver timeout or SERVFAIL) and the rest stay transient.
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+
+
+def _resolution_error(exc: socket.gaierror, host: str) -> Exception:
+    if exc.errno in _NO_SUCH_NAME:
+        return _reason(
+            PermanentError(f"host {host!r} does not exist", code="download_failed"),
+            "no_such_host",
+        )
+    return _reason(TransientError(f"cannot resolve host {host!r}: {exc}"), "resolver")
+
+
+def _reason(exc: PermanentError | TransientError, reason: str) -> PermanentError | TransientError:
+    exc.reason = reason
+    return exc
 
 
 def _check_status(status: int, retry_after: str | None, target: Target) -> None:
@@ -297,8 +327,10 @@ def _check_status(status: int, retry_after: str | None, target: Target) -> None:
         return
     message = f"host {target.host!r} answered HTTP {status}"
     if status in TRANSIENT_STATUSES or status >= 500:
-        raise TransientError(message, retry_after=_retry_after(retry_after))
-    raise PermanentError(message, code="download_failed")
+        raise _reason(
+            TransientError(message, retry_after=_retry_after(retry_after)), f"http_{status}"
+        )
+    raise _reason(PermanentError(message, code="download_failed"), f"http_{status}")
 
 
 def _translate(exc: urllib3_errors.HTTPError, target: Target) -> Exception:
@@ -308,7 +340,7 @@ def _translate(exc: urllib3_errors.HTTPError, target: Target) -> Exception:
     if isinstance(exc, urllib3_errors.NewConnectionError):
         return TransientError(f"cannot connect to host {host!r}: {exc.__class__.__name__}")
     if isinstance(exc, urllib3_errors.TimeoutError):
-        return TransientError(f"timed out talking to host {host!r}")
+        return _reason(TransientError(f"timed out talking to host {host!r}"), "timeout")
     if isinstance(exc, urllib3_errors.SSLError):
         if exc.args and isinstance(exc.args[0], (ssl.SSLCertVerificationError, CertificateError)):
             # A certificate that does not match the name will not start matching on a

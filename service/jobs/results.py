@@ -84,7 +84,10 @@ def apply(
     """Move the job on as the answer says; never backwards, never twice."""
     if result.request_id and not job.provider_request_id:
         job.provider_request_id = result.request_id
-    if result.fetch_url:
+    if result.fetch_url and not job.fetch_url:
+        # The first one stays (normally the submit answer, read over our own connection to
+        # the provider); a later body, a forged webhook say, cannot redirect the polls. It
+        # is only a fallback anyway: polls go to the base URL with the request id.
         job.fetch_url = result.fetch_url
     if result.nsfw is not None:
         job.nsfw = bool(job.nsfw) or result.nsfw

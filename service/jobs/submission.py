@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from service import metrics
-from service.db.models import Job
+from service.db.models import Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict
@@ -25,6 +26,8 @@ from service.tasks.queue import ClaimedTask, TaskQueue
 
 # Rewrites a job's params before they go out (data: URIs become URLs the provider can fetch).
 PrepareInputs = Callable[[Job], dict[str, Any]]
+# At acceptance: archives inline inputs; returns the params (with summaries) and asset rows.
+AcceptInline = Callable[[str, datetime, str, Mapping[str, Any]], tuple[dict[str, Any], list[Asset]]]
 
 
 def create_job(
@@ -35,6 +38,7 @@ def create_job(
     params: Mapping[str, Any],
     metadata: Mapping[str, Any],
     idempotency_key: str | None = None,
+    accept_inline: AcceptInline | None = None,
 ) -> tuple[Job, bool]:
     """Validate and insert a job with its `submit` task in one transaction.
 
@@ -47,13 +51,19 @@ def create_job(
         existing = _by_idempotency_key(db, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
+    job_id, created_at = records.new_job_id(), utcnow()
+    inline_assets: list[Asset] = []
+    if accept_inline is not None:
+        # Before the row exists: the jobs table never holds an inline image's bulk.
+        clean, inline_assets = accept_inline(job_id, created_at, endpoint, clean)
     try:
         with db.transaction() as session:
             job = Job(
-                id=records.new_job_id(),
+                id=job_id,
                 track_id=records.new_track_id(),
                 endpoint=endpoint,
                 status=JobStatus.QUEUED.value,
+                created_at=created_at,
                 params=clean,
                 meta=dict(metadata),
                 idempotency_key=idempotency_key,
@@ -61,6 +71,7 @@ def create_job(
             )
             session.add(job)
             session.flush()
+            session.add_all(inline_assets)
             queue.enqueue(session, TaskKind.SUBMIT, job_id=job.id, dedupe_key=f"submit:{job.id}")
     except IntegrityError:
         # Two requests with one Idempotency-Key raced; the other one's job stands.

@@ -6,7 +6,6 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -19,6 +18,7 @@ from service.providers.base import (
     ResultStatus,
 )
 from service.providers.endpoints import SERVICE_OWNED_FIELDS, EndpointSpec, get_endpoint
+from service.providers.fetch_urls import documented_fetch_url, inside_base_url
 from service.providers.parsing import (
     modelslab_status,
     parse_modelslab,
@@ -81,7 +81,7 @@ class ModelsLabClient:
         return self._post(spec, self._base_url + spec.path, body)
 
     def fetch(self, endpoint: str, request_id: str | None, fetch_url: str | None) -> ProviderResult:
-        """Poll a request through its ``fetch_result`` URL, else the documented fetch path."""
+        """Poll a request at the documented fetch path under the base URL (see fetch_urls)."""
         spec = self._spec(endpoint)
         key = self._key(spec)
         return self._post(spec, self._fetch_target(spec, request_id, fetch_url), {"key": key})
@@ -111,18 +111,17 @@ class ModelsLabClient:
     def _fetch_target(
         self, spec: EndpointSpec, request_id: str | None, fetch_url: str | None
     ) -> str:
-        # fetch_result comes from a provider body, and webhook bodies come from the internet:
-        # a forged one must not make us POST our key to a host of its choosing. So it is used
-        # only on the configured host (same scheme and port); otherwise the documented path.
-        if fetch_url and _same_origin(fetch_url, self._base_url):
-            return fetch_url
+        # The key goes in the body, so the URL decides who receives it: built from our base
+        # URL and the id. A provider-given fetch_result is recorded, not followed, unless
+        # there is no id to build from; then it must lie inside the base URL.
         if request_id and spec.fetch_path_template:
-            return self._base_url + spec.fetch_path_template.format(id=quote(request_id, safe=""))
+            return documented_fetch_url(self._base_url, spec.fetch_path_template, request_id)
+        if fetch_url and inside_base_url(fetch_url, self._base_url):
+            return fetch_url
         if fetch_url:
-            host = urlsplit(fetch_url).hostname
             raise ProviderRejected(
-                f"Cannot poll ModelsLab: fetch_result names another host ({host}) "
-                "and the answer carried no request id"
+                "Cannot poll ModelsLab: the answer carried no request id and its fetch_result"
+                " is not under MODELSLAB_BASE_URL (not called, the API key stays here)"
             )
         raise ProviderRejected("Cannot poll ModelsLab: no request id and no fetch_result")
 
@@ -186,20 +185,3 @@ class ModelsLabClient:
                 f"ModelsLab refused the request: {message or f'HTTP {http_status}'}"
             )
         return parse_modelslab(payload, secrets=self._secrets)
-
-
-def _same_origin(url: str, base_url: str) -> bool:
-    try:
-        one, two = urlsplit(url), urlsplit(base_url)
-        return (
-            one.scheme.lower() == two.scheme.lower()
-            and one.hostname is not None
-            and one.hostname == two.hostname
-            and (one.port or _default_port(one.scheme)) == (two.port or _default_port(two.scheme))
-        )
-    except ValueError:  # a malformed port
-        return False
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme.lower() == "https" else 80

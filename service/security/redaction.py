@@ -1,7 +1,16 @@
-"""Removing secrets from anything that is stored, logged or returned."""
+"""Removing secrets and inline data from anything that is stored, logged or returned.
+
+One function, :func:`redact`, for every path (job rows, callbacks, manifests, logs): secret
+fields and URL tokens are blanked, and inline images (``data:`` URIs, ``b64_json``) become a
+summary — media type, size, SHA-256 and, once archived, the key they were archived as — so
+a 7.8 MB image is never copied into a row, a manifest or a log line.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +24,47 @@ _SECRET_NAMES = re.compile(
     re.IGNORECASE,
 )
 _NOT_SECRET = {"track_id", "idempotency_key", "manifest_key", "model_key", "s3_key"}
+# Fields that carry a whole image as base64 (AI/ML API).
+_INLINE_FIELDS = {"b64_json"}
+# A data: URI inside free text (log messages, error strings): header, comma, payload.
+_DATA_URI_IN_TEXT = re.compile(r"data:([\w.+/-]*)((?:;[\w.+=-]*)*),([A-Za-z0-9+/=%_-]*)")
+SUMMARY_MARK = "inline"
+
+
+def summarise_inline(value: str, archived_as: str | None = None) -> dict[str, Any]:
+    """What is kept of an inline image: its type, decoded size and SHA-256, and its key."""
+    header, _, payload = value.partition(",") if value.startswith("data:") else ("", "", value)
+    media_type = header[5:].split(";", 1)[0].strip().lower() or None
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=False)
+    except (binascii.Error, ValueError):
+        data = payload.encode("utf-8", "replace")
+    return {
+        SUMMARY_MARK: "data" if header else "base64",
+        "media_type": media_type,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "archived_as": archived_as,
+    }
+
+
+def is_summary(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get(SUMMARY_MARK) in ("data", "base64")
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """A summary as one short string (source_url columns, log messages)."""
+    return (
+        f"data:{summary.get('media_type') or ''};base64,… ({summary.get('size')} bytes,"
+        f" sha256 {summary.get('sha256')})"
+    )
+
+
+def redact_text(text: str) -> str:
+    """Free text with every inline data: URI replaced by its summary."""
+    if "data:" not in text:
+        return text
+    return _DATA_URI_IN_TEXT.sub(lambda m: summary_text(summarise_inline(m.group(0))), text)
 
 
 def is_secret_name(name: str) -> bool:
@@ -34,18 +84,29 @@ def redact_url(url: str) -> str:
 
 
 def redact(value: Any) -> Any:
-    """A deep copy of ``value`` with secret fields and URL tokens removed."""
+    """A deep copy of ``value`` with secret fields, URL tokens and inline images removed."""
     if isinstance(value, Mapping):
-        return {str(k): REDACTED if is_secret_name(str(k)) else redact(v) for k, v in value.items()}
+        return {str(k): _redact_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str) and value.startswith(("http://", "https://")) and "?" in value:
-        return redact_url(value)
+    if isinstance(value, str):
+        if value[:5].lower() == "data:":
+            return summarise_inline(value)
+        if value.startswith(("http://", "https://")) and "?" in value:
+            return redact_url(value)
     return value
+
+
+def _redact_field(name: str, value: Any) -> Any:
+    if is_secret_name(name):
+        return REDACTED
+    if name in _INLINE_FIELDS and isinstance(value, str) and len(value) > 64:
+        return summarise_inline(value)
+    return redact(value)
 
 
 def describe_source(url: str) -> str:
     """How an image's source is recorded: inline data is summarised, not copied."""
-    if url.startswith("data:"):
-        return url.split(",", 1)[0] + ",…"
+    if url[:5].lower() == "data:":
+        return summary_text(summarise_inline(url))
     return redact_url(url)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from service.errors import ConfigError
 from service.security.tokens import file_signature
 from service.storage.base import (
     ObjectExists,
@@ -61,7 +62,8 @@ def _fsync_dir(path: Path) -> None:
 class FilesystemStore:
     """Write-once archive under ``root``; ``url()`` signs links served by the web app."""
 
-    def __init__(self, root: Path, *, url_base: str, secret: bytes) -> None:
+    def __init__(self, root: Path, *, url_base: str, secret: bytes | None) -> None:
+        # secret None: a store that reads and writes but signs no links (`genvault audit`).
         self.root = root
         self._url_base = url_base.rstrip("/")
         self._secret = secret
@@ -209,6 +211,8 @@ class FilesystemStore:
     def url(self, key: str, expires_in: int) -> str:
         """A link to the web app's ``/files`` route, signed until ``now + expires_in``."""
         validate_key(key)
+        if self._secret is None:
+            raise ConfigError("GENVAULT_SECRET_KEY is required to sign file links")
         expires = int(time.time()) + max(1, expires_in)
         sig = file_signature(self._secret, key, expires)
         return f"{self._url_base}/files/{quote(key)}?expires={expires}&sig={sig}"

@@ -163,7 +163,10 @@ def test_a_data_uri_input_is_stored_and_the_provider_gets_a_url(
     assert [i["sha256"] for i in inputs] == [sha256(inline), sha256(linked)]
     assert inputs[0]["key"].endswith("/inputs/0.png")
     assert inputs[0]["source_url"].startswith("data:image/png;base64,")
-    assert len(inputs[0]["source_url"]) < 40  # summarised, not copied
+    assert len(inputs[0]["source_url"]) < 150  # summarised, not copied
+    assert sha256(inline) in inputs[0]["source_url"]
+    # The request params keep a summary pointing at the archived input, not the image.
+    assert manifest["request"]["params"]["init_image"]["archived_as"] == inputs[0]["key"]
     # What the sandbox received (and echoed in its meta) is an http URL of the stored input.
     sent = manifest["provider"]["response"]["meta"]["init_image"]
     parts = urlsplit(sent)

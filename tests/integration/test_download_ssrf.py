@@ -635,10 +635,11 @@ def test_closed_port_is_transient(
         make_downloader().fetch(f"http://127.0.0.1:{port}/img.png", tmp_path / "o")
 
 
-def test_unknown_name_is_transient(
+def test_unknown_name_is_permanent(
     make_downloader: Callable[..., Downloader], tmp_path: Path
 ) -> None:
-    with pytest.raises(TransientError, match=r"cannot resolve host 'nowhere\.test'"):
+    # The resolver said "no such name" (issue 7): asking again gives the same answer.
+    with pytest.raises(PermanentError, match=r"host 'nowhere\.test' does not exist"):
         make_downloader().fetch("http://nowhere.test/img.png", tmp_path / "o")
 
 
@@ -833,3 +834,26 @@ def test_the_wired_downloader_applies_the_settings(servers: Servers, tmp_path: P
         build_downloader(Settings(_env_file=None, download_allowed_hosts=("*",))).fetch(
             f"http://127.0.0.1:{servers.allowed.port}/img.png", tmp_path / "o"
         )
+
+
+# ---------------------------------------------------------------------------- resolver answers
+
+
+def _resolver_failing(errno: int) -> Resolver:
+    def resolve(host: str, port: int) -> list[Any]:
+        raise socket.gaierror(errno, "resolver says so")
+
+    return resolve
+
+
+def test_a_name_that_does_not_exist_is_permanent_and_a_resolver_timeout_transient(
+    make_downloader: Callable[..., Downloader], tmp_path: Path
+) -> None:
+    nxdomain = make_downloader(resolver=_resolver_failing(socket.EAI_NONAME))
+    with pytest.raises(PermanentError) as gone:
+        nxdomain.fetch("http://no-such-name.test/x.png", tmp_path / "a.png")
+    assert gone.value.reason == "no_such_host" and "does not exist" in gone.value.message
+    timeout = make_downloader(resolver=_resolver_failing(socket.EAI_AGAIN))
+    with pytest.raises(TransientError) as later:
+        timeout.fetch("http://slow-dns.test/x.png", tmp_path / "b.png")
+    assert later.value.reason == "resolver"

@@ -384,14 +384,29 @@ def test_enterprise_endpoint_uses_the_enterprise_key(
 # ModelsLab: fetch
 
 
-def test_fetch_prefers_fetch_result_on_the_configured_host(
+def test_fetch_goes_to_the_base_url_with_the_id_even_when_fetch_result_is_on_it(
     modelslab: ModelsLabClient, server: ReplayServer
 ) -> None:
-    server.on("/api/v3/fetch/155918900", Reply(200, SUCCESS))
+    server.on("/api/v6/images/fetch/155918900", Reply(200, SUCCESS))
     result = modelslab.fetch(TEXT2IMG, "155918900", server.url + "/api/v3/fetch/155918900")
-    assert [(s.path, s.body) for s in server.seen] == [("/api/v3/fetch/155918900", {"key": KEY})]
+    assert [(s.path, s.body) for s in server.seen] == [
+        ("/api/v6/images/fetch/155918900", {"key": KEY})
+    ]
     assert server.seen[0].headers["X-Requested-With"] == "modelslab-py"
     assert result.status is ResultStatus.SUCCESS
+
+
+def test_without_an_id_fetch_result_is_used_only_inside_the_base_url(
+    modelslab: ModelsLabClient, server: ReplayServer
+) -> None:
+    server.on("/api/v1/enterprise/flux_kontext_dev/fetch/q-1", Reply(200, SUCCESS))
+    modelslab.fetch(ENTERPRISE, None, server.url + "/api/v1/enterprise/flux_kontext_dev/fetch/q-1")
+    assert [(s.path, s.body) for s in server.seen] == [
+        ("/api/v1/enterprise/flux_kontext_dev/fetch/q-1", {"key": ENTERPRISE_KEY})
+    ]
+    with pytest.raises(ProviderRejected, match="not under MODELSLAB_BASE_URL"):
+        modelslab.fetch(ENTERPRISE, None, server.url + "/admin/fetch/q-1")
+    assert len(server.seen) == 1
 
 
 def test_fetch_ignores_a_fetch_result_on_another_host(

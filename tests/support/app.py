@@ -15,7 +15,7 @@ from service.db.migrate import upgrade
 from service.wiring import Container, build
 
 TOKEN = "test-token"
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

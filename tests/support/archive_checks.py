@@ -77,7 +77,7 @@ def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
             assert "/inputs/" in entry["key"]
             _check_object(stack, entry)
     expected = sorted(
-        [manifest_key]
+        [manifest_key, manifest_key + ".sig"]
         + [
             f"{stack.prefix}/{e['key']}"
             for e in manifest["assets"] + manifest["inputs"]

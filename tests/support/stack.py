@@ -23,7 +23,7 @@ from tests.support.s3 import free_port
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TOKEN = "e2e-token"
-SECRET = "e2e-secret"
+SECRET = "e2e-secret-0123456789abcdef0123456789"
 
 
 @dataclass

@@ -114,7 +114,7 @@ def test_a_missing_required_setting_stops_start_up_with_one_line_naming_it(
     assert main(["worker"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "genvault: GENVAULT_SECRET_KEY is required (set it in the environment)"
-    monkeypatch.setenv("GENVAULT_SECRET_KEY", "x")
+    monkeypatch.setenv("GENVAULT_SECRET_KEY", "x" * 32)
     with pytest.raises(ConfigError, match=r"^GENVAULT_API_TOKENS is required"):
         load_settings()
     monkeypatch.setenv("GENVAULT_DOWNLOAD_MAX_BYTES", "lots")
