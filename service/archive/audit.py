@@ -71,7 +71,10 @@ def audit_job(store: ArchiveStore, job: Job) -> JobAudit:
         return report
 
     listed = {job.manifest_key}
-    for entry in [*manifest.get("assets", []), *manifest.get("inputs", [])]:
+    entries = [*manifest.get("assets", []), *manifest.get("inputs", [])]
+    # Derived objects (thumbnails) are listed too, and checked like the rest.
+    entries += manifest.get("derived", [])
+    for entry in entries:
         key = entry.get("key")
         if not key:
             continue  # skipped by the NSFW policy, or an input that could not be fetched

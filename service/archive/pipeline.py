@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from service import metrics
-from service.archive import layout, manifest
+from service.archive import layout, manifest, thumbnails
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
 from service.config import NsfwPolicy
@@ -121,6 +121,7 @@ class Archiver:
         nsfw_policy: NsfwPolicy,
         confirm: Confirm | None = None,
         workdir: Path | None = None,
+        thumbnailer: thumbnails.Thumbnailer | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -129,6 +130,7 @@ class Archiver:
         self.nsfw_policy = nsfw_policy
         self.confirm = confirm
         self.workdir = workdir
+        self.thumbnailer = thumbnailer
 
     def __call__(self, task: ClaimedTask) -> None:
         assert task.job_id is not None
@@ -175,6 +177,11 @@ class Archiver:
                     )
             for item in staged:
                 self._store(job, item, nsfw=nsfw)
+            if self.thumbnailer is not None and not nsfw:
+                # Derived previews for the dashboard; never fails the archive (see thumbnails).
+                # None of content flagged NSFW, so the gallery is safe to open anywhere.
+                originals = {s.index: s.path for s in staged if s.role == "output"}
+                self.thumbnailer.make(job, iter_asset_rows(self.db, job_id), originals, workdir)
 
         self._finish(job_id, answer, input_errors, nsfw, time.monotonic() - started)
 
@@ -239,6 +246,7 @@ class Archiver:
                 archived_at=now,
                 archive_seconds=seconds,
                 nsfw_policy=self.nsfw_policy.value,
+                derived=thumbnails.manifest_entries(assets),
             )
         )
         # Outside any transaction: a slow store must not hold database locks.
