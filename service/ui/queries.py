@@ -133,12 +133,12 @@ class Operations:
 
 
 def operations(session: Session, now: datetime, failures: int = 20) -> Operations:
-    tasks = dict(
+    tasks: dict[Any, int] = dict(
         session.execute(
             select(Task.status, func.count())
             .where(Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
             .group_by(Task.status)
-        ).tuples()
+        ).all()
     )
     oldest = session.execute(
         select(Task)
@@ -147,12 +147,12 @@ def operations(session: Session, now: datetime, failures: int = 20) -> Operation
         .limit(1)
     ).scalar_one_or_none()
     # Jobs created in the last 24 h: an id range, so only that day's rows are read.
-    by_status = dict(
+    by_status: dict[Any, int] = dict(
         session.execute(
             select(Job.status, func.count())
             .where(Job.id >= id_at(now - timedelta(hours=24)))
             .group_by(Job.status)
-        ).tuples()
+        ).all()
     )
     recent = list(
         session.execute(

@@ -1,0 +1,139 @@
+"""The dashboard through Flask's test client: sign-in, CSRF, gallery filters, job, retry."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from flask.testing import FlaskClient
+
+from service.db.types import utcnow
+from service.jobs.records import get_job
+from service.jobs.states import JobStatus
+from service.jobs.submission import create_job
+from service.ui.queries import PAGE_SIZE
+from service.wiring import Container
+from tests.support.app import TOKEN
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+CARD = re.compile(r'data-job-id="([0-9a-f]+)" data-status="([a-z]+)"')
+
+
+def _csrf(client: FlaskClient, path: str = "/ui/login") -> str:
+    match = CSRF.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def _sign_in(client: FlaskClient) -> None:
+    r = client.post("/ui/login", data={"token": TOKEN, "csrf_token": _csrf(client)})
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+
+def _job(c: Container, prompt: str, **meta: str) -> str:
+    job, _ = create_job(
+        c.db,
+        c.queue,
+        endpoint="modelslab/text2img",
+        params={"model_id": "m", "prompt": prompt},
+        metadata=dict(meta),
+    )
+    return job.id
+
+
+def _fail(c: Container, job_id: str) -> None:
+    with c.db.transaction() as s:
+        job = get_job(s, job_id, for_update=True)
+        job.status = JobStatus.FAILED
+        job.error_code = "provider_failed"
+        job.error_message = "the provider said no"
+
+
+def _cards(client: FlaskClient, query: str = "") -> list[tuple[str, str]]:
+    r = client.get(f"/ui/{query}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return CARD.findall(r.get_data(as_text=True))
+
+
+def test_pages_need_a_sign_in_and_the_session_cookie_is_safe(client: FlaskClient) -> None:
+    r = client.get("/ui/ops")
+    assert r.status_code == 302 and "/ui/login" in r.headers["Location"]
+    bad = client.post("/ui/login", data={"token": "nope", "csrf_token": _csrf(client)})
+    assert bad.status_code == 401 and "not valid" in bad.get_data(as_text=True)
+    assert client.get("/ui/").status_code == 302
+
+    r = client.post("/ui/login?next=/ui/ops", data={"token": TOKEN, "csrf_token": _csrf(client)})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/ui/ops")
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Expires=" in cookie
+    assert "Secure" not in cookie  # served over plain http here
+    assert TOKEN not in cookie
+    page = client.get("/ui/ops").get_data(as_text=True)
+    assert "Operations" in page and TOKEN not in page
+    # Somewhere else is not a place to be sent after sign-in.
+    r = client.post(
+        "/ui/login?next=//evil.example/", data={"token": TOKEN, "csrf_token": _csrf(client)}
+    )
+    assert r.headers["Location"].endswith("/ui/")
+
+
+def test_a_post_without_the_csrf_token_is_refused(
+    client: FlaskClient, container: Container
+) -> None:
+    assert client.post("/ui/login", data={"token": TOKEN}).status_code == 400
+    _sign_in(client)
+    job_id = _job(container, "fox")
+    _fail(container, job_id)
+    r = client.post(f"/ui/jobs/{job_id}/retry", data={"csrf_token": "forged"})
+    assert r.status_code == 400
+    with container.db.transaction() as s:
+        assert get_job(s, job_id).status is JobStatus.FAILED
+    # With the page's own token it goes through.
+    token = _csrf(client, f"/ui/jobs/{job_id}")
+    r = client.post(f"/ui/jobs/{job_id}/retry", data={"csrf_token": token})
+    assert r.status_code == 302
+    with container.db.transaction() as s:
+        assert get_job(s, job_id).status is JobStatus.QUEUED
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert "Retrying" in page
+
+
+def test_gallery_filters_and_pages_newest_first(client: FlaskClient, container: Container) -> None:
+    _sign_in(client)
+    ids = [_job(container, f"a red fox number {i}") for i in range(PAGE_SIZE + 5)]
+    cat = _job(container, "a sleeping cat", order="o-17")
+    _fail(container, cat)
+
+    first = _cards(client)
+    assert [i for i, _ in first] == [cat, *reversed(ids)][:PAGE_SIZE]
+    page = client.get("/ui/").get_data(as_text=True)
+    older = re.search(r'href="(/ui/\?cursor=[0-9a-f]+)" rel="next"', page)
+    assert older
+    second = _cards(client, older.group(1).removeprefix("/ui/"))
+    assert [i for i, _ in second] == list(reversed(ids))[PAGE_SIZE - 1 :]
+
+    assert _cards(client, "?status=failed") == [(cat, "failed")]
+    assert [i for i, _ in _cards(client, "?q=CAT")] == [cat]  # prompt, any case
+    assert [i for i, _ in _cards(client, "?q=o-17")] == [cat]  # metadata
+    assert _cards(client, "?q=100%25") == []  # a literal %, not a wildcard
+    assert _cards(client, "?endpoint=aimlapi/images/generations") == []
+    today = utcnow().date()
+    assert len(_cards(client, f"?from={today}&to={today}")) == PAGE_SIZE
+    assert _cards(client, f"?to={today - timedelta(days=1)}") == []
+    assert client.get("/ui/?status=lost").status_code == 400
+    assert client.get("/ui/?from=yesterday").status_code == 400
+
+
+def test_job_page_and_operations(client: FlaskClient, container: Container) -> None:
+    _sign_in(client)
+    job_id = _job(container, "a lighthouse", order="o-9")
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert "a lighthouse" in page and "o-9" in page and "created" in page
+    assert "Retry" not in page  # only a failed job offers it
+    assert client.get("/ui/jobs/0000nope").status_code == 404
+    ops = client.get("/ui/ops").get_data(as_text=True)
+    assert re.search(r'<b id="queued">1</b>', ops)  # its submit task
+    assert "queued</a></td><td>1<" in ops
+    _fail(container, job_id)
+    ops = client.get("/ui/ops").get_data(as_text=True)
+    assert "the provider said no" in ops
