@@ -86,6 +86,13 @@ def csrf_token() -> str:
     return str(generate_csrf())
 
 
+@bp.app_template_global()
+def is_signed_in() -> bool:
+    # Pages for visitors not signed in (login, a refused cross-site POST) must not start a
+    # session: rendering a CSRF token would set a cookie over the user's real one.
+    return signed_in(container().settings)
+
+
 @bp.app_template_filter("age")
 def _age(moment: datetime | None) -> str:
     if moment is None:
