@@ -40,7 +40,6 @@ def configure(app: Flask, settings: Settings) -> None:
         PERMANENT_SESSION_LIFETIME=lifetime,
         # A CSRF token lives as long as the session that holds it.
         WTF_CSRF_TIME_LIMIT=settings.ui_session_seconds,
-        WTF_CSRF_SSL_STRICT=True,
     )
 
 

@@ -115,3 +115,33 @@ def test_a_thumbnail_that_fails_does_not_fail_the_archive(
     with pytest.raises(ObjectMissing):
         vault.store.head(job.manifest_key.replace("manifest.json", "thumbs/0.webp"))
     assert audit_job(vault.store, job).ok
+
+
+def test_the_gallery_links_thumbnails_stably_and_they_are_cacheable(
+    vault: Container, fileserver: FileServer
+) -> None:
+    import re
+    from urllib.parse import urlsplit
+
+    from service.app import create_app
+    from tests.support.app import TOKEN
+
+    job = _archive(vault, [fileserver.put("/a.png", badfiles.image_bytes("PNG", 640, 480))])
+    client = create_app(container=vault).test_client()
+    login = client.get("/ui/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert csrf
+    client.post("/ui/login", data={"token": TOKEN, "csrf_token": csrf.group(1)})
+    first = client.get("/ui/").get_data(as_text=True)
+    links = re.findall(r'<img src="([^"]+)"', first)
+    assert len(links) == 1 and "/thumbs/0.webp" in links[0] and job.id in links[0]
+    # The same link on the next render, so the browser's cache is used.
+    assert re.findall(r'<img src="([^"]+)"', client.get("/ui/").get_data(as_text=True)) == links
+    url = urlsplit(links[0].replace("&amp;", "&"))
+    got = client.get(f"{url.path}?{url.query}")
+    assert got.status_code == 200 and got.mimetype == "image/webp"
+    cache = got.headers["Cache-Control"]
+    assert cache.startswith("private, max-age=") and cache.endswith("immutable")
+    assert int(cache.split("max-age=")[1].split(",")[0]) >= vault.settings.presign_expires_seconds
+    with Image.open(BytesIO(got.data)) as image:
+        assert image.size == (256, 192)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 from flask.testing import FlaskClient
 
@@ -139,3 +140,63 @@ def test_job_page_and_operations(client: FlaskClient, container: Container) -> N
     _fail(container, job_id)
     ops = client.get("/ui/ops").get_data(as_text=True)
     assert "the provider said no" in ops
+
+
+def test_the_cookie_is_secure_when_served_over_https(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.db.migrate import upgrade
+    from service.wiring import build
+    from tests.support.app import make_settings
+
+    c = build(
+        make_settings(
+            f"sqlite:///{tmp_path / 'g.db'}", tmp_path, public_url="https://vault.example.com"
+        )
+    )
+    upgrade(c.db.engine)
+    try:
+        client = create_app(container=c).test_client()
+        https = "https://vault.example.com"
+        page = client.get("/ui/login", base_url=https)
+        assert "; Secure" in page.headers["Set-Cookie"]
+        csrf = CSRF.search(page.get_data(as_text=True))
+        assert csrf
+        r = client.post(
+            "/ui/login", data={"token": TOKEN, "csrf_token": csrf.group(1)}, base_url=https
+        )
+        assert r.status_code == 302 and "; Secure" in r.headers["Set-Cookie"]
+        assert client.get("/ui/ops", base_url=https).status_code == 200
+    finally:
+        c.close()
+
+
+def test_gallery_pages_are_read_off_an_index_not_sorted(tmp_path: Path) -> None:
+    """No filter makes SQLite sort the matching rows: page N costs what page 1 costs."""
+    from datetime import date
+
+    from sqlalchemy import select, text
+
+    from service.db.migrate import upgrade
+    from service.db.models import Job
+    from service.ui.queries import Filters
+    from service.wiring import build
+    from tests.support.app import make_settings
+
+    c = build(make_settings(f"sqlite:///{tmp_path / 'g.db'}", tmp_path))
+    upgrade(c.db.engine)
+    try:
+        cases = {
+            Filters(): "sqlite_autoindex_jobs_1",
+            Filters(status=JobStatus.FAILED): "ix_jobs_status_id",
+            Filters(endpoint="modelslab/text2img"): "ix_jobs_endpoint_id",
+            Filters(status=JobStatus.FAILED, since=date(2026, 1, 1)): "ix_jobs_status_id",
+            Filters(q="fox"): "sqlite_autoindex_jobs_1",
+        }
+        for filters, index in cases.items():
+            stmt = select(Job).where(*filters.where(), Job.id < "f").order_by(Job.id.desc())
+            sql = stmt.limit(49).compile(c.db.engine, compile_kwargs={"literal_binds": True})
+            with c.db.engine.connect() as conn:
+                plan = " | ".join(r[-1] for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert f"USING INDEX {index}" in plan and "TEMP B-TREE" not in plan, (filters, plan)
+    finally:
+        c.close()
