@@ -49,6 +49,7 @@ browser:
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/webhook_latency.py
 	$(BIN)/python bench/archive_memory.py
+	$(BIN)/python bench/ui_gallery.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

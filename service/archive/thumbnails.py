@@ -97,7 +97,13 @@ class Thumbnailer:
                 dest,
                 sha256=sha256,
                 content_type="image/webp",
-                metadata={"job-id": job.id, "role": ROLE, "of": output.key},
+                metadata={
+                    "job-id": job.id,
+                    "track-id": job.track_id,
+                    "sha256": sha256,
+                    "role": ROLE,
+                    "of": output.key,
+                },
             )
         except ObjectExists:
             # An earlier run stored it and died before recording it: record what is there.

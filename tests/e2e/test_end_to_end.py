@@ -96,7 +96,8 @@ def test_duplicate_callbacks_give_exactly_one_set_of_objects(
     keys = job_keys(stack, job["id"])
     assert [send(i)[0] for i in range(3)] == [200] * 3
     time.sleep(1)
-    assert job_keys(stack, job["id"]) == keys and len(keys) == 3
+    # Two images, their two thumbnails and the manifest.
+    assert job_keys(stack, job["id"]) == keys and len(keys) == 5
     assert stack.job(job["id"])["status"] == "archived"
 
 

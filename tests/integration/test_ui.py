@@ -200,3 +200,27 @@ def test_gallery_pages_are_read_off_an_index_not_sorted(tmp_path: Path) -> None:
             assert f"USING INDEX {index}" in plan and "TEMP B-TREE" not in plan, (filters, plan)
     finally:
         c.close()
+
+
+def test_removing_a_token_signs_its_sessions_out(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.db.migrate import upgrade
+    from service.wiring import build
+    from tests.support.app import make_settings
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    before = build(make_settings(url, tmp_path, api_tokens=(TOKEN, "retired-token")))
+    after = build(make_settings(url, tmp_path, api_tokens=(TOKEN,)))
+    upgrade(before.db.engine)
+    try:
+        old = create_app(container=before).test_client()
+        r = old.post("/ui/login", data={"token": "retired-token", "csrf_token": _csrf(old)})
+        assert r.status_code == 302 and old.get("/ui/").status_code == 200
+        cookie = old.get_cookie("genvault_session", path="/ui")
+        assert cookie is not None and "retired-token" not in cookie.value
+        new = create_app(container=after).test_client()
+        new.set_cookie("genvault_session", cookie.value, path="/ui")
+        assert new.get("/ui/").status_code == 302  # back to the sign-in page
+    finally:
+        before.close()
+        after.close()
