@@ -87,6 +87,8 @@ def jobs(args: argparse.Namespace) -> int:
         cursor = page.get("next_cursor")
         if not cursor:
             break
+        # A long listing says how far it has got (stderr, so --json output stays clean).
+        print(f"fetched {len(found)}/{args.limit} jobs", file=sys.stderr, flush=True)
     if args.json:
         render.emit_json({"jobs": found, "next_cursor": cursor}, sys.stdout)
     elif found:

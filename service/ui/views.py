@@ -31,6 +31,7 @@ from service.jobs.records import get_job
 from service.jobs.states import JobStatus
 from service.providers.endpoints import ENDPOINTS
 from service.security.redaction import redact
+from service.security.tokens import file_signature
 from service.storage.base import StorageError
 from service.ui import queries
 from service.ui.session import sign_in, sign_out, signed_in
@@ -116,15 +117,31 @@ def _safe_next(target: str | None) -> str:
     return url_for("ui.gallery")
 
 
-def _link(key: str) -> str:
-    """A signed link that stays the same for a while, so the browser can cache it.
+def _stable_expiry(window: int) -> int:
+    """An expiry on the next-but-one boundary of ``window``: one to two windows from now.
 
-    Links expire on the next-but-one boundary of the presign window (between one and two
-    windows from now) rather than exactly ``window`` seconds from this request.
+    Links signed this way stay the same across page views for a while, so browsers cache them.
     """
-    window = container().settings.presign_expires_seconds
     now = int(time.time())
-    return container().store.url(key, (now // window + 2) * window - now)
+    return (now // window + 2) * window
+
+
+def _link(key: str) -> str:
+    """A link to an archived object straight from the store (S3 presigned, or /files/)."""
+    window = container().settings.presign_expires_seconds
+    return container().store.url(key, _stable_expiry(window) - int(time.time()))
+
+
+def _thumb_link(key: str) -> str:
+    """A thumbnail through this server's signed /files/ route, whatever the store.
+
+    Thumbnails are a few KB, and an S3 presigned URL changes every second (it carries its
+    signing time), which no browser cache would reuse; this link is stable and the route
+    answers with ``Cache-Control: private, max-age=…, immutable``.
+    """
+    expires = _stable_expiry(container().settings.presign_expires_seconds)
+    sig = file_signature(container().settings.secret, key, expires)
+    return url_for("ops.files", key=key, expires=expires, sig=sig)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -174,7 +191,8 @@ def gallery() -> str | tuple[str, int]:
     with c.db.transaction() as session:
         page = queries.gallery_page(session, filters, args.get("cursor") or None)
     thumbs = {
-        job_id: [_link(a.key) for a in assets if a.key] for job_id, assets in page.thumbs.items()
+        job_id: [_thumb_link(a.key) for a in assets if a.key]
+        for job_id, assets in page.thumbs.items()
     }
     kept = {k: v for k, v in args.items() if k != "cursor" and v}
     next_url = (

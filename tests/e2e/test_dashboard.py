@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.support.stack import TOKEN, Stack
 
@@ -108,6 +109,12 @@ def test_sign_in_browse_filter_open_retry_and_refuse_cross_site(
     ]
     widths = _images_loaded(page, "[data-status=archived] .thumbs img")
     assert len(widths) == 4 and all(w > 0 for w in widths), widths
+    # Signed links served by genvault whatever the store, and cacheable by the browser.
+    src = page.eval_on_selector("[data-status=archived] .thumbs img", "i => i.src")
+    got = requests.get(src, timeout=10)
+    assert got.headers["Content-Type"] == "image/webp", got.status_code
+    assert got.headers["Cache-Control"].endswith("immutable")
+    assert requests.get(src.split("&sig=")[0] + "&sig=forged", timeout=10).status_code == 403
     page.screenshot(path=str(shots / "gallery.png"), full_page=True)
 
     # Readable on a phone: nothing wider than the screen.
