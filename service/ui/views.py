@@ -249,6 +249,8 @@ def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
         manifest=manifest,
         manifest_error=manifest_error,
         answer=answer,
+        # Stored bodies are already redacted; redacting again costs little and keeps it so.
+        callback_bodies={cb.id: redact(cb.body) for cb in detail.callbacks},
         timeline=timeline,
         audit=audit,
     )
