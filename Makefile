@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest browser bench clean
 
 # Two stamps: a plain install for `run`, the dev extras for `test`. Both redo when
 # pyproject.toml changes.
@@ -34,12 +34,22 @@ lint: $(VENV)/.dev-stamp
 typecheck: $(VENV)/.dev-stamp
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-stamp
+pytest: $(VENV)/.dev-stamp browser
 	$(BIN)/pytest
+
+# The dashboard's browser tests drive Debian's chromium (Playwright's own browser download is
+# not reachable everywhere). As root, install it when missing; otherwise the tests say why
+# they skip (or fail, under GENVAULT_REQUIRE_BROWSER).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/webhook_latency.py
 	$(BIN)/python bench/archive_memory.py
+	$(BIN)/python bench/ui_gallery.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,8 @@ from service.api import errors, jobs, ops, signing_key, webhooks
 from service.api.context import EXTENSION
 from service.config import Settings, load_settings
 from service.logs import configure as configure_logging
+from service.ui import session as ui_session
+from service.ui.views import bp as ui_bp
 from service.wiring import Container, build
 
 
@@ -27,4 +29,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(signing_key.bp)
+    ui_session.configure(app, container.settings)
+    app.register_blueprint(ui_bp)
     return app

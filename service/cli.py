@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,98 +87,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(args.host, args.port, args.sandbox_port)
 
 
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param needs key=value, got {pair!r}")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    from service.api.views import job_json
-    from service.archive.pipeline import iter_asset_rows
-    from service.jobs.records import get_job
-    from service.jobs.submission import create_job
-    from service.wiring import build
+    from service.client import commands
 
-    settings = _settings(require_secrets=False, local=True)
-    settings.require("secret_key")  # signs the file links it prints
-    container = build(settings)
-    job, _ = create_job(
-        container.db,
-        container.queue,
-        endpoint=args.endpoint,
-        params=_parse_params(args.param),
-        metadata=_parse_params(args.meta),
-        idempotency_key=args.idempotency_key,
-        accept_inline=container.inline_inputs.accept,
-    )
-    deadline = time.monotonic() + args.timeout
-    while args.wait and time.monotonic() < deadline:
-        with container.db.transaction() as session:
-            job = get_job(session, job.id)
-        if job.status in ("archived", "failed"):
-            break
-        time.sleep(0.5)
-    print(
-        json.dumps(
-            job_json(
-                job,
-                iter_asset_rows(container.db, job.id),
-                container.store,
-                container.settings.presign_expires_seconds,
-            ),
-            indent=2,
-        )
-    )
-    return 1 if args.wait and job.status != "archived" else 0
+    return commands.submit(args)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
+    from service.client import commands
 
-    from service.api.views import job_json
-    from service.archive.pipeline import iter_asset_rows
-    from service.db.models import Job
-    from service.jobs.records import get_job
-    from service.wiring import build
+    return commands.jobs(args)
 
-    settings = _settings(require_secrets=False, local=True)
-    settings.require("secret_key")  # signs the file links it prints
-    container = build(settings)
-    expires = container.settings.presign_expires_seconds
-    with container.db.transaction() as session:
-        if args.id:
-            jobs = [get_job(session, args.id)]
-        else:
-            stmt = select(Job).order_by(Job.id.desc()).limit(args.limit)
-            if args.status:
-                stmt = stmt.where(Job.status == args.status)
-            jobs = list(session.execute(stmt).scalars())
-    if args.id:
-        job = jobs[0]
-        print(
-            json.dumps(
-                job_json(job, iter_asset_rows(container.db, job.id), container.store, expires),
-                indent=2,
-            )
-        )
-        return 0
-    for job in jobs:
-        error = f"  {job.error_code}: {job.error_message}" if job.error_code else ""
-        print(
-            f"{job.id}  {job.created_at:%Y-%m-%d %H:%M:%S}  {job.status:<10} {job.endpoint}{error}"
-        )
-    return 0
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from service.client import commands
+
+    return commands.retry(args)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    if args.job:
+        # One or a few jobs: ask the running service (no database or secret needed here).
+        from service.client import commands
+
+        return commands.audit_jobs(args)
     from service.archive.audit_cli import run_audit_cli
 
     return run_audit_cli(args, _settings(require_secrets=False, local=True))
@@ -200,7 +131,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genvault", description=__doc__)
     p.add_argument("--version", action="version", version=f"genvault {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _server_commands(sub)
+    _client_commands(sub)
+    _archive_commands(sub)
+    return p
 
+
+# argparse's subparsers action has no public type; Any keeps these helpers honest enough.
+def _server_commands(sub: Any) -> None:
+    """The pieces of the service itself: they need its settings."""
     d = sub.add_parser("dev", help="web + worker + sandbox provider on one machine (SQLite, files)")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8000)
@@ -233,24 +172,44 @@ def parser() -> argparse.ArgumentParser:
     sb.add_argument("--webhook-delay", type=float, default=0.2, help="seconds before webhooks")
     sb.set_defaults(func=cmd_sandbox)
 
-    su = sub.add_parser("submit", help="submit a job from a shell")
+
+def _client_commands(sub: Any) -> None:
+    """Commands that talk to a running genvault over its API."""
+    client_note = " (over the API: GENVAULT_URL, GENVAULT_TOKEN)"
+    su = sub.add_parser("submit", help="submit a job" + client_note)
     su.add_argument("endpoint")
     su.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     su.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     su.add_argument("--idempotency-key")
-    su.add_argument("--wait", action="store_true", help="wait until archived or failed")
-    su.add_argument("--timeout", type=float, default=600.0)
+    su.add_argument(
+        "--wait", action="store_true", help="wait until archived or failed; changes on stderr"
+    )
+    su.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
+    su.add_argument("--json", action="store_true", help="print the job as JSON")
     su.set_defaults(func=cmd_submit)
 
-    j = sub.add_parser("jobs", help="list jobs, or show one")
+    j = sub.add_parser("jobs", help="list jobs, or show one" + client_note)
     j.add_argument("id", nargs="?")
     j.add_argument("--status")
+    j.add_argument("--endpoint")
     j.add_argument("--limit", type=int, default=50)
+    j.add_argument("--json", action="store_true", help="print JSON")
     j.set_defaults(func=cmd_jobs)
 
+    r = sub.add_parser("retry", help="retry a failed job" + client_note)
+    r.add_argument("id")
+    r.add_argument("--json", action="store_true", help="print the job as JSON")
+    r.set_defaults(func=cmd_retry)
+
+
+def _archive_commands(sub: Any) -> None:
     a = sub.add_parser("audit", help="re-read archived objects and check them against manifests")
     a.add_argument("--since", help="only jobs created on or after this date (YYYY-MM-DD)")
-    a.add_argument("--job", help="only this job id")
+    a.add_argument(
+        "--job",
+        action="append",
+        help="audit this job through the running service's API (repeatable)",
+    )
     a.add_argument("--quiet", action="store_true", help="print problems only")
     a.add_argument(
         "--bucket-only",
@@ -262,12 +221,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="BASE64",
         help="verify signatures with this Ed25519 public key (default: the configured key)",
     )
+    a.add_argument("--json", action="store_true", help="with --job: print the reports as JSON")
     a.set_defaults(func=cmd_audit)
 
     k = sub.add_parser("signing-key", help="print the public key that verifies manifests")
     k.add_argument("--json", action="store_true", help="with its algorithm and key id")
     k.set_defaults(func=cmd_signing_key)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
 
     nsfw_policy: NsfwPolicy = NsfwPolicy.ARCHIVE
     presign_expires_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    ui_session_seconds: int = Field(8 * 3600, ge=60, le=30 * 24 * 3600)
 
     s3_sse: str | None = Field(None, pattern="^(AES256|aws:kms)$")
     s3_kms_key_id: str | None = None

@@ -61,6 +61,7 @@ def run_dev(host: str, port: int, sandbox_port: int) -> int:
     print(
         f"\ngenvault dev is running\n"
         f"  API        http://{host}:{port}   (token: {token})\n"
+        f"  dashboard  http://{host}:{port}/ui/   (sign in with the token)\n"
         f"  sandbox    {sandbox}   (the provider, simulated)\n"
         f"  database   {settings.database_url}\n"
         f"  archive    {settings.archive_url}\n"

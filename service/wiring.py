@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from service import __version__
 from service.archive.inline_inputs import InlineInputs
 from service.archive.pipeline import Archiver, ImageLimits, ImageStager
+from service.archive.thumbnails import Thumbnailer
 from service.config import Settings
 from service.db.models import Job
 from service.db.session import Database, make_engine
@@ -188,6 +189,7 @@ def build(settings: Settings) -> Container:
         nsfw_policy=settings.nsfw_policy,
         signer=signer_from_settings(settings),
         confirm=confirm if settings.confirm_callbacks else None,
+        thumbnailer=Thumbnailer(db, store, max_pixels=settings.max_image_pixels),
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
     inline_inputs = InlineInputs(

@@ -83,6 +83,10 @@ def files(key: str) -> Response:
     return Response(
         chunks(),
         mimetype=info.content_type or "application/octet-stream",
-        headers={"Content-Length": str(info.size), "Cache-Control": "private, max-age=60"},
+        headers={
+            "Content-Length": str(info.size),
+            # Archived objects never change, so a link may be cached for as long as it is valid.
+            "Cache-Control": f"private, max-age={max(0, expires - int(time.time()))}, immutable",
+        },
         direct_passthrough=True,
     )

@@ -22,3 +22,8 @@ def input_key(created_at: datetime, job_id: str, index: int, ext: str) -> str:
 
 def manifest_key(created_at: datetime, job_id: str) -> str:
     return f"{job_prefix(created_at, job_id)}/manifest.json"
+
+
+def thumb_key(created_at: datetime, job_id: str, index: int) -> str:
+    """A derived preview of output ``index``, beside the outputs (listed as ``derived``)."""
+    return f"{job_prefix(created_at, job_id)}/thumbs/{index}.webp"

@@ -47,6 +47,7 @@ def build(
     archived_at: datetime,
     archive_seconds: float,
     nsfw_policy: str,
+    derived: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -65,6 +66,8 @@ def build(
         "nsfw_policy": nsfw_policy,
         "assets": [asset_entry(a, expected_size) for a in outputs],
         "inputs": [asset_entry(a) for a in inputs] + list(input_errors),
+        # Made by genvault from the outputs (thumbnails), not by the provider.
+        "derived": list(derived),
         "timings": {
             "created_at": job.created_at.isoformat(),
             "submitted_at": job.submitted_at.isoformat() if job.submitted_at else None,

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from service import metrics
-from service.archive import layout, manifest
+from service.archive import layout, manifest, thumbnails
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
 from service.config import NsfwPolicy
@@ -131,6 +131,7 @@ class Archiver:
         signer: Signer,
         confirm: Confirm | None = None,
         workdir: Path | None = None,
+        thumbnailer: thumbnails.Thumbnailer | None = None,
     ) -> None:
         self.db = db
         self.signer = signer
@@ -140,6 +141,7 @@ class Archiver:
         self.nsfw_policy = nsfw_policy
         self.confirm = confirm
         self.workdir = workdir
+        self.thumbnailer = thumbnailer
 
     def __call__(self, task: ClaimedTask) -> None:
         assert task.job_id is not None
@@ -174,6 +176,12 @@ class Archiver:
             ]
             for item in staged:
                 self._store(job, item, nsfw=nsfw)
+            if self.thumbnailer is not None and not nsfw:
+                # Derived previews for the dashboard; never fails the archive (see thumbnails).
+                # None of content flagged NSFW, so the gallery is safe to open anywhere.
+                originals = {s.index: s.path for s in staged if s.role == "output"}
+                self.thumbnailer.make(job, iter_asset_rows(self.db, job_id), originals, workdir)
+            for item in staged:
                 item.path.unlink(missing_ok=True)
             input_errors = self._archive_inputs(job, done, workdir, nsfw=nsfw)
 
@@ -275,6 +283,7 @@ class Archiver:
                 archived_at=now,
                 archive_seconds=seconds,
                 nsfw_policy=self.nsfw_policy.value,
+                derived=thumbnails.manifest_entries(assets),
             )
         )
         # Outside any transaction: a slow store must not hold database locks.

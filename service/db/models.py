@@ -75,7 +75,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_jobs_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_updated", "status", "updated_at"),
+        # The dashboard's filtered, newest-first pages (migration 0005).
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_endpoint_id", "endpoint", "id"),
+    )
 
 
 class Callback(Base):
@@ -103,7 +108,7 @@ class Asset(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
-    role: Mapped[str] = mapped_column(String(8))  # output | input
+    role: Mapped[str] = mapped_column(String(8))  # output | input | thumb (derived)
     index: Mapped[int] = mapped_column(Integer)
     key: Mapped[str | None] = mapped_column(Text)  # None when the NSFW policy skipped it
     source_url: Mapped[str] = mapped_column(Text)

@@ -111,7 +111,8 @@ def test_duplicate_callbacks_give_exactly_one_set_of_objects(
     keys = job_keys(stack, job["id"])
     assert [send(i)[0] for i in range(3)] == [200] * 3
     time.sleep(1)
-    assert job_keys(stack, job["id"]) == keys and len(keys) == 4  # 2 images, manifest, signature
+    # Two images, their two thumbnails, the manifest and its signature.
+    assert job_keys(stack, job["id"]) == keys and len(keys) == 6
     assert stack.job(job["id"])["status"] == "archived"
 
 

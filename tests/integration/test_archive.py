@@ -252,7 +252,8 @@ def test_audit_finds_altered_deleted_and_unlisted_objects(
     done = _settle(c, worker, job.id)
     client: FlaskClient = create_app(container=c).test_client()
     clean = client.get(f"/v1/jobs/{job.id}/audit", headers=AUTH).get_json()
-    assert clean["ok"] is True and clean["checked"] == 3
+    # Three outputs and their three thumbnails (derived objects are checked too).
+    assert clean["ok"] is True and clean["checked"] == 6
     [report] = run_audit(c.db, c.store)
     assert report.ok
 

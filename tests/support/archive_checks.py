@@ -76,11 +76,16 @@ def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
         if entry.get("key"):
             assert "/inputs/" in entry["key"]
             _check_object(stack, entry)
+    for entry in manifest.get("derived", []):
+        # Thumbnails: beside the outputs, each pointing at the output it shows.
+        assert entry["key"].endswith(f"/thumbs/{entry['of']['index']}.webp")
+        assert entry["content_type"] == "image/webp" and max(entry["width"], entry["height"]) <= 256
+        _check_object(stack, entry)
     expected = sorted(
         [manifest_key, manifest_key + ".sig"]
         + [
             f"{stack.prefix}/{e['key']}"
-            for e in manifest["assets"] + manifest["inputs"]
+            for e in manifest["assets"] + manifest["inputs"] + manifest.get("derived", [])
             if e.get("key")
         ]
     )

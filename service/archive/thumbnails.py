@@ -1,0 +1,147 @@
+"""Thumbnails: a small WebP of each stored output, made once at archive time.
+
+They are *derived* objects: stored beside the outputs (``{job}/thumbs/{index}.webp``),
+recorded as assets with role ``thumb`` and listed in the manifest under ``derived``, never
+as outputs. A thumbnail is a convenience for the dashboard, so one that cannot be made is
+logged and skipped: it never fails the archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from service.archive import layout
+from service.db.models import Asset, Job
+from service.db.session import Database
+from service.storage.base import ArchiveStore, ObjectExists
+
+log = logging.getLogger(__name__)
+
+ROLE = "thumb"
+MAX_SIDE = 256
+QUALITY = 80
+# Only what the archive accepts as an output ever reaches here; Pillow is held to that.
+_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def render(source: Path, dest: Path, *, max_pixels: int) -> tuple[int, int]:
+    """Write a WebP of ``source`` at most MAX_SIDE on its longer side; its size."""
+    with Image.open(source, formats=_FORMATS) as opened:
+        if opened.width * opened.height > max_pixels:
+            raise ValueError("image too large to thumbnail")
+        opened.draft("RGB", (MAX_SIDE * 2, MAX_SIDE * 2))  # JPEG: decode at a reduced scale
+        image = ImageOps.exif_transpose(opened)
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        image.save(dest, "WEBP", quality=QUALITY, method=4)
+        return image.width, image.height
+
+
+class Thumbnailer:
+    """Makes the missing thumbnails of a job's stored outputs."""
+
+    def __init__(self, db: Database, store: ArchiveStore, *, max_pixels: int) -> None:
+        self.db = db
+        self.store = store
+        self.max_pixels = max_pixels
+
+    def make(
+        self,
+        job: Job,
+        assets: Iterable[Asset],
+        staged: Mapping[int, Path],
+        workdir: Path,
+    ) -> None:
+        """Thumbnail every stored, non-quarantined output that has none yet.
+
+        ``staged`` maps output indexes to files still on disk; an output stored by an
+        earlier run is read back from the store instead.
+        """
+        assets = list(assets)
+        have = {a.index for a in assets if a.role == ROLE}
+        for output in assets:
+            if output.role != "output" or output.index in have or not output.key:
+                continue
+            if output.key.startswith("quarantine/"):
+                continue  # no previews of content held back by the NSFW policy
+            try:
+                self._one(job, output, staged.get(output.index), workdir)
+            except Exception:  # a preview must never cost the job its archive
+                log.warning(
+                    "thumbnail failed",
+                    exc_info=True,
+                    extra={"job_id": job.id, "index": output.index},
+                )
+
+    def _one(self, job: Job, output: Asset, source: Path | None, workdir: Path) -> None:
+        assert output.key is not None
+        if source is None:
+            source = workdir / f"thumb-source-{output.index}"
+            with self.store.open(output.key) as stream, source.open("wb") as out:
+                shutil.copyfileobj(stream, out)
+        dest = workdir / f"thumb-{output.index}.webp"
+        width, height = render(source, dest, max_pixels=self.max_pixels)
+        data = dest.read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = layout.thumb_key(job.created_at, job.id, output.index)
+        try:
+            self.store.put_file(
+                key,
+                dest,
+                sha256=sha256,
+                content_type="image/webp",
+                metadata={
+                    "job-id": job.id,
+                    "track-id": job.track_id,
+                    "sha256": sha256,
+                    "role": ROLE,
+                    "of": output.key,
+                },
+            )
+        except ObjectExists:
+            # An earlier run stored it and died before recording it: record what is there.
+            info = self.store.head(key)
+            sha256 = info.sha256 or sha256
+            data_size = info.size
+        else:
+            data_size = len(data)
+        with self.db.transaction() as session:
+            session.add(
+                Asset(
+                    job_id=job.id,
+                    role=ROLE,
+                    index=output.index,
+                    key=key,
+                    source_url=output.key,  # what it was derived from
+                    sha256=sha256,
+                    size=data_size,
+                    content_type="image/webp",
+                    width=width,
+                    height=height,
+                )
+            )
+
+
+def manifest_entries(assets: Iterable[Asset]) -> list[dict[str, object]]:
+    """The manifest's ``derived`` list: what each derived object is and which output it shows."""
+    return [
+        {
+            "kind": "thumbnail",
+            "key": a.key,
+            "sha256": a.sha256,
+            "size": a.size,
+            "content_type": a.content_type,
+            "width": a.width,
+            "height": a.height,
+            "of": {"role": "output", "index": a.index, "key": a.source_url},
+        }
+        for a in sorted(assets, key=lambda a: a.index)
+        if a.role == ROLE
+    ]

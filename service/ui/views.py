@@ -1,0 +1,297 @@
+"""The dashboard's pages: sign in, gallery, a job, operations."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
+from werkzeug.wrappers.response import Response as BaseResponse
+from wtforms import ValidationError  # type: ignore[import-untyped]
+
+from service.api.context import container
+from service.archive.audit import audit_job
+from service.db.types import utcnow
+from service.errors import Conflict, NotFound
+from service.jobs import operator_retry
+from service.jobs.records import get_job
+from service.jobs.states import JobStatus
+from service.providers.endpoints import ENDPOINTS
+from service.security.redaction import redact
+from service.security.tokens import file_signature
+from service.storage.base import StorageError
+from service.ui import queries
+from service.ui.session import sign_in, sign_out, signed_in
+
+bp = Blueprint(
+    "ui",
+    __name__,
+    url_prefix="/ui",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+OPEN_VIEWS = {"ui.login", "ui.static"}
+
+
+@bp.before_request
+def _guard() -> BaseResponse | None:
+    if request.method == "POST":
+        # Every state-changing form carries the session's CSRF token; no token, no change.
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            raise CSRFError(str(exc)) from None
+    if request.endpoint in OPEN_VIEWS or signed_in(container().settings):
+        return None
+    return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(exc: CSRFError) -> tuple[str, int]:
+    return render_template("error.html", message=f"Refused: {exc.description}"), 400
+
+
+@bp.errorhandler(404)
+def _not_found(_exc: Exception) -> tuple[str, int]:
+    return render_template("error.html", message="No such job."), 404
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    # Pages show archive data behind a sign-in: not framed, not cached by shared caches.
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint != "ui.static":
+        response.headers.setdefault("Cache-Control", "private, no-store")
+    return response
+
+
+@bp.app_template_global()
+def csrf_token() -> str:
+    return str(generate_csrf())
+
+
+@bp.app_template_global()
+def is_signed_in() -> bool:
+    # Pages for visitors not signed in (login, a refused cross-site POST) must not start a
+    # session: rendering a CSRF token would set a cookie over the user's real one.
+    return signed_in(container().settings)
+
+
+@bp.app_template_filter("age")
+def _age(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    seconds = max(0, int((utcnow() - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+@bp.app_template_filter("pretty")
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only our own pages: an absolute or scheme-relative URL would be an open redirect.
+    if target and target.startswith("/ui/") and not target.startswith("//"):
+        return target
+    return url_for("ui.gallery")
+
+
+def _stable_expiry(window: int) -> int:
+    """An expiry on the next-but-one boundary of ``window``: one to two windows from now.
+
+    Links signed this way stay the same across page views for a while, so browsers cache them.
+    """
+    now = int(time.time())
+    return (now // window + 2) * window
+
+
+def _link(key: str) -> str:
+    """A link to an archived object straight from the store (S3 presigned, or /files/)."""
+    window = container().settings.presign_expires_seconds
+    return container().store.url(key, _stable_expiry(window) - int(time.time()))
+
+
+def _thumb_link(key: str) -> str:
+    """A thumbnail through this server's signed /files/ route, whatever the store.
+
+    Thumbnails are a few KB, and an S3 presigned URL changes every second (it carries its
+    signing time), which no browser cache would reuse; this link is stable and the route
+    answers with ``Cache-Control: private, max-age=…, immutable``.
+    """
+    expires = _stable_expiry(container().settings.presign_expires_seconds)
+    sig = file_signature(container().settings.secret, key, expires)
+    return url_for("ops.files", key=key, expires=expires, sig=sig)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | BaseResponse | tuple[str, int]:
+    if request.method == "POST":
+        if sign_in(container().settings, request.form.get("token", "")):
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html", error="That token is not valid."), 401
+    return render_template("login.html", error=None)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    sign_out()
+    return redirect(url_for("ui.login"))
+
+
+def _date_arg(name: str, errors: list[str]) -> date | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        errors.append(f"{name} must be a date like 2026-01-31")
+        return None
+
+
+@bp.get("/")
+def gallery() -> str | tuple[str, int]:
+    args = request.args
+    errors: list[str] = []
+    status: JobStatus | None = None
+    if raw := args.get("status", ""):
+        try:
+            status = JobStatus(raw)
+        except ValueError:
+            errors.append(f"status must be one of {', '.join(JobStatus)}")
+    filters = queries.Filters(
+        status=status,
+        endpoint=args.get("endpoint") or None,
+        since=_date_arg("from", errors),
+        until=_date_arg("to", errors),
+        q=(args.get("q") or "").strip()[:200] or None,
+    )
+    c = container()
+    with c.db.transaction() as session:
+        page = queries.gallery_page(session, filters, args.get("cursor") or None)
+    thumbs = {
+        job_id: [_thumb_link(a.key) for a in assets if a.key]
+        for job_id, assets in page.thumbs.items()
+    }
+    kept = {k: v for k, v in args.items() if k != "cursor" and v}
+    next_url = (
+        url_for("ui.gallery") + "?" + urlencode({**kept, "cursor": page.next_cursor})
+        if page.next_cursor
+        else None
+    )
+    html = render_template(
+        "gallery.html",
+        page=page,
+        thumbs=thumbs,
+        args=args,
+        statuses=list(JobStatus),
+        endpoints=sorted(ENDPOINTS),
+        next_url=next_url,
+        errors=errors,
+    )
+    return (html, 400) if errors else html
+
+
+def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
+    c = container()
+    try:
+        with c.db.transaction() as session:
+            detail = queries.job_detail(session, get_job(session, job_id))
+    except NotFound:
+        abort(404)
+    job = detail.job
+    manifest: Any = None
+    manifest_error = None
+    if job.manifest_key:
+        try:
+            with c.store.open(job.manifest_key) as stream:
+                manifest = json.loads(stream.read())
+        except (StorageError, ValueError) as exc:
+            manifest_error = f"could not read the manifest: {exc}"
+    answers = [cb for cb in detail.callbacks if cb.status == "success"] or detail.callbacks
+    answer = redact(answers[-1].body) if answers else None
+    timeline: list[tuple[datetime, str]] = [(job.created_at, "created")]
+    if job.submitted_at:
+        timeline.append((job.submitted_at, "submitted to the provider"))
+    timeline += [(cb.received_at, f"{cb.source} received: {cb.status}") for cb in detail.callbacks]
+    if job.archived_at:
+        timeline.append((job.archived_at, "archived"))
+    if job.status is JobStatus.FAILED:
+        timeline.append((job.updated_at, f"failed: {job.error_code}"))
+    timeline.sort(key=lambda item: item[0])
+    return render_template(
+        "job.html",
+        job=job,
+        detail=detail,
+        links={a.key: _link(a.key) for a in [*detail.outputs, *detail.inputs] if a.key},
+        thumbs={a.index: a for a in detail.derived},
+        manifest=manifest,
+        manifest_error=manifest_error,
+        answer=answer,
+        # Stored bodies are already redacted; redacting again costs little and keeps it so.
+        callback_bodies={cb.id: redact(cb.body) for cb in detail.callbacks},
+        timeline=timeline,
+        audit=audit,
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str) -> str:
+    return _job_page(job_id)
+
+
+@bp.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> BaseResponse:
+    c = container()
+    try:
+        target = operator_retry.retry_job(c.db, c.queue, job_id)
+    except NotFound:
+        abort(404)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        c.wake_workers()
+        flash(f"Retrying: the job is {target} again.", "ok")
+    return redirect(url_for("ui.job", job_id=job_id))
+
+
+@bp.post("/jobs/<job_id>/audit")
+def audit(job_id: str) -> str | tuple[str, int]:
+    c = container()
+    try:
+        with c.db.transaction() as session:
+            job = get_job(session, job_id)
+    except NotFound:
+        abort(404)
+    if job.status is not JobStatus.ARCHIVED:
+        flash(f"Only an archived job can be audited; this one is {job.status}.", "error")
+        return _job_page(job_id), 409
+    return _job_page(job_id, audit=audit_job(c.store, job).as_json())
+
+
+@bp.get("/ops")
+def ops() -> str:
+    with container().db.transaction() as session:
+        data = queries.operations(session, utcnow())
+    return render_template("ops.html", ops=data, now=utcnow())
