@@ -149,7 +149,8 @@ def test_a_coordinated_rewrite_of_an_image_and_its_manifest_is_reported(
     done = _archived(c, fileserver)
     verifier = c.archiver.signer.verifier
     [clean] = run_audit(c.db, c.store, verifier=verifier)
-    assert clean.ok and clean.signature == "valid" and clean.checked == 3
+    # Two outputs, one input, two thumbnails.
+    assert clean.ok and clean.signature == "valid" and clean.checked == 5
     [bucket_clean] = run_bucket_audit(c.store, verifier)
     assert bucket_clean.ok and bucket_clean.job_id == done.id
 
@@ -186,20 +187,8 @@ def test_derived_objects_are_listed_and_checked(
     done = _archived(c, fileserver, count=1)
     directory = done.manifest_key.rsplit("/", 1)[0]
     thumb_key = f"{directory}/thumbs/0.webp"
-    thumb = b"RIFF\x00\x00\x00\x00WEBPthumbnail"
-    boto3.client("s3", region_name="us-east-1").put_object(
-        Bucket=s3_bucket, Key=f"vault/{thumb_key}", Body=thumb
-    )
-    # What the thumbnail writer does: list it under "derived", re-sign, record the digest.
     manifest = _read(c, done.manifest_key)
-    manifest["assets"][0]["derived"] = [
-        {"key": thumb_key, "sha256": hashlib.sha256(thumb).hexdigest(), "size": len(thumb)}
-    ]
-    body = json.dumps(manifest).encode()
-    _overwrite(c, s3_bucket, done.manifest_key, body)
-    _overwrite(c, s3_bucket, signature_key(done.manifest_key), c.archiver.signer.sign(body))
-    with c.db.transaction() as s:
-        get_job(s, done.id).manifest_sha256 = hashlib.sha256(body).hexdigest()
+    assert [d["key"] for d in manifest["derived"]] == [thumb_key]
 
     verifier = c.archiver.signer.verifier
     [report] = run_audit(c.db, c.store, verifier=verifier)
