@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from service.archive.audit import audit_job
+from service.archive.audit import asset_rows, audit_job
 from service.db.migrate import upgrade
 from service.jobs.records import get_job
 from service.jobs.submission import create_job
@@ -91,7 +91,9 @@ def test_each_output_gets_a_webp_thumbnail_listed_as_derived(
             sizes.append(image.size)
     assert sizes == [(256, 128), (128, 256)]
     # The audit counts derived objects as listed (and checks them), so it finds no problem.
-    report = audit_job(vault.store, job)
+    report = audit_job(
+        vault.store, job, asset_rows(vault.db, job.id), vault.archiver.signer.verifier
+    )
     assert report.ok, report.as_json()
     assert report.checked == 4
 
@@ -114,7 +116,9 @@ def test_a_thumbnail_that_fails_does_not_fail_the_archive(
     assert len(manifest["assets"]) == 1
     with pytest.raises(ObjectMissing):
         vault.store.head(job.manifest_key.replace("manifest.json", "thumbs/0.webp"))
-    assert audit_job(vault.store, job).ok
+    assert audit_job(
+        vault.store, job, asset_rows(vault.db, job.id), vault.archiver.signer.verifier
+    ).ok
 
 
 def test_the_gallery_links_thumbnails_stably_and_they_are_cacheable(
