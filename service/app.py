@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import errors, jobs, ops, webhooks
+from service.api import endpoints, errors, events, jobs, ops, webhooks
 from service.api.context import EXTENSION
 from service.config import Settings, load_settings
 from service.logs import configure as configure_logging
@@ -26,4 +26,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(jobs.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(endpoints.bp)
+    app.register_blueprint(events.bp)
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 from service import __version__
 from service.errors import ConfigError, GenvaultError
+from service.events import cli as events_cli
 
 
 def _settings(require_secrets: bool = True, **overrides: Any) -> Any:
@@ -231,6 +232,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--job", help="only this job id")
     a.add_argument("--quiet", action="store_true", help="print problems only")
     a.set_defaults(func=cmd_audit)
+
+    events_cli.add_parsers(sub)
     return p
 
 

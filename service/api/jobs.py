@@ -14,6 +14,7 @@ from service.api.views import job_json
 from service.archive.audit import audit_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest
+from service.events import outbox
 from service.jobs import operator_retry
 from service.jobs.records import get_job
 from service.jobs.states import JobStatus
@@ -136,4 +137,7 @@ def audit(job_id: str) -> Response:
         job = get_job(session, job_id)
     if job.status != JobStatus.ARCHIVED.value:
         raise Conflict(f"only an archived job can be audited; this one is {job.status}")
-    return jsonify(audit_job(c.store, job).as_json())
+    report = audit_job(c.store, job)
+    if not report.ok:
+        outbox.audit_failed(c.db, job.id, report.as_json())
+    return jsonify(report.as_json())

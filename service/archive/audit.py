@@ -152,6 +152,7 @@ def run_audit(
 def run_audit_cli(args: argparse.Namespace) -> int:
     from service.config import load_settings
     from service.db.session import make_engine
+    from service.events import outbox
     from service.wiring import build_store
 
     settings = load_settings(require_secrets=False)
@@ -179,6 +180,8 @@ def run_audit_cli(args: argparse.Namespace) -> int:
 
     reports = run_audit(db, store, since=since, job_id=args.job, progress=progress)
     bad = [r for r in reports if not r.ok]
+    for report in bad:
+        outbox.audit_failed(db, report.job_id, report.as_json())
     for report in reports if not args.quiet else bad:
         print(json.dumps(report.as_json()))
     checked = sum(r.checked for r in reports)

@@ -9,6 +9,7 @@ runs twice (a replayed webhook, a worker that died mid-way) ends with the same o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import tempfile
 import time
@@ -28,6 +29,7 @@ from service.db.models import Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import PermanentError, TransientError
+from service.events import outbox
 from service.jobs import records, results
 from service.jobs.states import JobStatus
 from service.providers.base import ProviderResult, ResultStatus
@@ -256,6 +258,7 @@ class Archiver:
             if records.advance(job, JobStatus.ARCHIVED):
                 job.manifest_key = key
                 job.archived_at = now
+                outbox.note_manifest_sha256(session, job.id, hashlib.sha256(body).hexdigest())
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
 
 
