@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.api.auth import require_token
 from service.api.context import container
@@ -90,10 +90,6 @@ def _body(model: type[BaseModel]) -> Any:
 
 
 def _check_url(url: str) -> None:
-    try:
-        AnyHttpUrl(url)
-    except ValidationError:
-        raise InvalidRequest([FieldError("url", "must be an http or https URL")]) from None
     endpoints.check_url(url, AddressPolicy(container().settings.events_allowed_networks))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,8 +33,18 @@ from service.tasks.worker import Reschedule
 
 log = logging.getLogger(__name__)
 
-# How long a task waits when its endpoint already has its share of attempts in flight.
-BUSY_WAIT_SECONDS = 1.0
+# How long a task steps aside when its endpoint already has its share of attempts in flight:
+# short at first (a fast endpoint frees its slot in milliseconds), doubling up to a cap so a
+# backlog for a hanging endpoint does not spin the queue.
+BUSY_WAIT_FIRST = 0.1
+BUSY_WAIT_MAX = 5.0
+
+
+def busy_wait(claims: int) -> float:
+    ceiling = min(BUSY_WAIT_MAX, BUSY_WAIT_FIRST * 2.0 ** min(claims, 10))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy
+
+
 # An attempt's slot outlives its timeout by this much, then counts as abandoned (a crash).
 SLOT_MARGIN_SECONDS = 30.0
 
@@ -93,7 +104,7 @@ class Deliverer:
     def __call__(self, task: ClaimedTask) -> Reschedule | None:
         event_id = str(task.payload["event_id"])
         endpoint_id = str(task.payload["endpoint_id"])
-        claimed = self._take_slot(event_id, endpoint_id)
+        claimed = self._take_slot(event_id, endpoint_id, task.attempts)
         if isinstance(claimed, Reschedule) or claimed is None:
             return claimed
         body = event_body(claimed.event, self.store, self.presign_expires)
@@ -104,7 +115,9 @@ class Deliverer:
         metrics.EVENT_ATTEMPT_SECONDS.observe(seconds)
         return self._record(claimed.delivery_id, endpoint_id, answer, seconds)
 
-    def _take_slot(self, event_id: str, endpoint_id: str) -> _Claimed | Reschedule | None:
+    def _take_slot(
+        self, event_id: str, endpoint_id: str, claims: int
+    ) -> _Claimed | Reschedule | None:
         with self.db.transaction() as session:
             # Locking the endpoint row serialises the slot count across workers.
             endpoint = session.get(EventEndpoint, endpoint_id, with_for_update=True)
@@ -131,7 +144,7 @@ class Deliverer:
                 )
             ).scalar_one()
             if busy >= self.endpoint_concurrency:
-                return Reschedule(BUSY_WAIT_SECONDS)
+                return Reschedule(busy_wait(claims))
             delivery.sending_until = now + timedelta(
                 seconds=self.sender.timeout + SLOT_MARGIN_SECONDS
             )
