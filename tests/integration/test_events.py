@@ -35,19 +35,22 @@ from tests.support.receivers import Receiver, start_receiver
 pytestmark = pytest.mark.timeout(60)
 
 
+EVENT_SETTINGS: dict[str, Any] = {
+    "events_allowed_networks": "127.0.0.1/32",
+    "events_retry_schedule": "0.1,0.1",
+    "events_timeout": 2,
+    "events_endpoint_concurrency": 1,
+    "worker_poll_interval": 0.1,
+}
+
+
 @pytest.fixture
-def events_container(database_url: str, tmp_path: Path) -> Iterator[Container]:
-    c = build(
-        make_settings(
-            database_url,
-            tmp_path,
-            events_allowed_networks="127.0.0.1/32",
-            events_retry_schedule="0.1,0.1",
-            events_timeout=2,
-            events_endpoint_concurrency=1,
-            worker_poll_interval=0.1,
-        )
-    )
+def events_container(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Container]:
+    marker = request.node.get_closest_marker("event_settings")
+    overrides = {**EVENT_SETTINGS, **(marker.kwargs if marker else {})}
+    c = build(make_settings(database_url, tmp_path, **overrides))
     upgrade(c.db.engine)
     try:
         yield c
@@ -420,3 +423,26 @@ def test_event_type_filter_and_metrics(events_container: Container, api: FlaskCl
     assert "genvault_event_attempt_seconds_bucket" in text
     digest = hashlib.sha256(everything.received[0].body).hexdigest()
     assert len(digest) == 64
+
+
+@pytest.mark.event_settings(events_retry_schedule="0.3,0.3,0.3", events_disable_after_seconds=0.2)
+def test_endpoint_failing_too_long_is_disabled(
+    events_container: Container, api: FlaskClient
+) -> None:
+    c = events_container
+    broken, other = start_receiver(), start_receiver()
+    broken.status = 500
+    broken_ep = register(api, broken)
+    register(api, other, event_types=["endpoint.disabled"])
+    move(c, new_job(c), JobStatus.FAILED)
+    drain(c)
+    # Attempt 1 starts the clock; attempt 2, 0.3 s later, is past 0.2 s: disabled, no third.
+    assert len(broken.wait_for(2)) == 2
+    [notice] = other.wait_for(1)
+    assert notice.verified["type"] == "endpoint.disabled"
+    assert notice.verified["data"]["endpoint_id"] == broken_ep["id"]
+    assert "no successful delivery" in notice.verified["data"]["reason"]
+    shown = api.get(f"/v1/endpoints/{broken_ep['id']}", headers=AUTH).get_json()
+    assert shown["enabled"] is False
+    time.sleep(0.4)
+    assert len(broken.received) == 2
