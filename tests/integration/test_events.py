@@ -30,6 +30,7 @@ from service.jobs.states import JobStatus
 from service.tasks.kinds import TaskKind
 from service.wiring import Container, build
 from tests.support.app import AUTH, make_settings
+from tests.support.db import sqlite_url
 from tests.support.receivers import Receiver, start_receiver
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,6 +62,17 @@ def events_container(
 @pytest.fixture
 def api(events_container: Container) -> FlaskClient:
     return create_app(container=events_container).test_client()
+
+
+@pytest.fixture
+def sqlite_api(tmp_path: Path) -> Iterator[FlaskClient]:
+    """The API alone on SQLite: for checks where the database makes no difference."""
+    c = build(make_settings(sqlite_url(tmp_path), tmp_path, **EVENT_SETTINGS))
+    upgrade(c.db.engine)
+    try:
+        yield create_app(container=c).test_client()
+    finally:
+        c.close()
 
 
 def register(api: FlaskClient, receiver: Receiver, **extra: Any) -> dict[str, Any]:
@@ -372,15 +384,16 @@ def test_hanging_endpoint_does_not_hold_back_the_others(
         ("http://[::1]:8080/hook", "loopback"),
     ],
 )
-def test_refused_urls_are_422_naming_the_rule(api: FlaskClient, url: str, rule: str) -> None:
-    r = api.post("/v1/endpoints", json={"url": url}, headers=AUTH)
+def test_refused_urls_are_422_naming_the_rule(sqlite_api: FlaskClient, url: str, rule: str) -> None:
+    r = sqlite_api.post("/v1/endpoints", json={"url": url}, headers=AUTH)
     assert r.status_code == 422, r.get_json()
     error = r.get_json()["error"]
     assert error["errors"][0]["field"] == "url"
     assert rule in error["message"] or rule in error["errors"][0]["message"]
 
 
-def test_endpoint_crud_never_lists_secrets(api: FlaskClient) -> None:
+def test_endpoint_crud_never_lists_secrets(sqlite_api: FlaskClient) -> None:
+    api = sqlite_api
     rx = start_receiver()
     created = register(api, rx, event_types=["job.archived"], description="crm")
     assert created["secret"].startswith("whsec_")

@@ -22,7 +22,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 class Received:
     headers: dict[str, str]
     body: bytes
-    at: float
+    at: float  # monotonic
+    wall: float = 0.0  # time.time() at receipt, for latencies against database timestamps
     verified: Any = None  # the parsed body when the signature verified
     error: str | None = None
 
@@ -63,7 +64,7 @@ def start_receiver() -> Receiver:
         def do_POST(self) -> None:
             me = holder[0]
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            got = Received(dict(self.headers.items()), body, time.monotonic())
+            got = Received(dict(self.headers.items()), body, time.monotonic(), time.time())
             if me.secret:
                 try:
                     got.verified = Webhook(me.secret).verify(body, got.headers)
