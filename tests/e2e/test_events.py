@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -65,16 +66,29 @@ def test_events_reach_receivers_and_listen(stack_factory: Callable[..., Stack]) 
     stack = stack_factory(
         GENVAULT_EVENTS_ALLOWED_NETWORKS="127.0.0.1/32",
         GENVAULT_EVENTS_RETRY_SCHEDULE="0.2,0.2",
-        GENVAULT_EVENTS_TIMEOUT="3",
+        GENVAULT_EVENTS_TIMEOUT="4",
     )
     rx = start_receiver()
+    # A receiver that never answers: at most 2 attempts (the per-endpoint bound) hold worker
+    # slots, each for the 4 s timeout, and the others' deliveries must not wait behind them.
+    stuck = start_receiver()
+    stuck.hang = 60
+    assert (
+        requests.post(
+            f"{stack.web_url}/v1/endpoints",
+            json={"url": stuck.url},
+            headers=stack.auth,
+            timeout=10,
+        ).status_code
+        == 201
+    )
     r = requests.post(
         f"{stack.web_url}/v1/endpoints", json={"url": rx.url}, headers=stack.auth, timeout=10
     )
     assert r.status_code == 201, r.text
     rx.secret = r.json()["secret"]
     listen, pump, printed = _start_listen(stack)
-    _wait(lambda: len(_endpoints(stack)) == 2, "genvault listen to register", stack)
+    _wait(lambda: len(_endpoints(stack)) == 3, "genvault listen to register", stack)
     try:
         job = stack.submit(
             "modelslab/text2img",
@@ -97,6 +111,10 @@ def test_events_reach_receivers_and_listen(stack_factory: Callable[..., Stack]) 
         )
         assert data["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
         assert got["job.submitted"].verified["data"]["status"] in ("processing", "archiving")
+        moved = datetime.fromisoformat(data["updated_at"]).timestamp()
+        lag = got["job.archived"].wall - moved
+        assert lag < 3.5, f"job.archived reached the receiver {lag:.1f} s after the transition"
+        assert len(stuck.received) <= 2
 
         # An audit that finds a problem emits audit.failed.
         s3_client(stack).delete_object(
@@ -126,7 +144,7 @@ def test_events_reach_receivers_and_listen(stack_factory: Callable[..., Stack]) 
         listen.stderr.close()
     assert listen.returncode == 0, errors
     assert "removed endpoint" in errors
-    assert [e["url"] for e in _endpoints(stack)] == [rx.url]
+    assert sorted(e["url"] for e in _endpoints(stack)) == sorted([rx.url, stuck.url])
     logs = stack.tail_logs(10_000)
     assert rx.secret.removeprefix("whsec_") not in logs
 
