@@ -11,6 +11,7 @@ cannot happen because there is no "between".
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import event as sa_event
@@ -32,6 +33,8 @@ _MANIFEST_SHA = "genvault.events.manifest_sha256"
 # The delivery handler decides when to stop (the events retry schedule); reschedules while an
 # endpoint is busy must never run into the generic attempt cap, hence a cap this high.
 DELIVERY_MAX_ATTEMPTS = 100_000
+
+FIRST_ATTEMPT_HEAD_START = timedelta(minutes=1)
 
 _BEFORE_PROVIDER = (JobStatus.QUEUED, JobStatus.SUBMITTED)
 _ACCEPTED = (JobStatus.PROCESSING, JobStatus.ARCHIVING)
@@ -120,7 +123,10 @@ def add_delivery(session: Session, event_id: str, endpoint_id: str) -> None:
             status=TaskStatus.QUEUED,
             attempts=0,
             max_attempts=DELIVERY_MAX_ATTEMPTS,
-            run_after=now,
+            # Claims go by run_after: a head start puts first attempts ahead of a backlog of
+            # archives, as they are short (bounded by the events timeout) and their latency
+            # is what receivers see.
+            run_after=now - FIRST_ATTEMPT_HEAD_START,
             dedupe_key=delivery_key(event_id, endpoint_id),
             created_at=now,
             updated_at=now,
