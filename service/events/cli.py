@@ -180,7 +180,14 @@ def cmd_listen(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"url": url, "description": "genvault listen"}
     if args.type:
         body["event_types"] = args.type
-    endpoint = api.call("POST", "/v1/endpoints", body)
+    try:
+        endpoint = api.call("POST", "/v1/endpoints", body)
+    except ApiError as exc:
+        server.server_close()
+        hint = ""
+        if "loopback" in str(exc) or "private-address" in str(exc):
+            hint = " (the service must admit it: GENVAULT_EVENTS_ALLOWED_NETWORKS=127.0.0.1/32)"
+        raise ApiError(f"{exc}{hint}") from None
     secret.append(endpoint["secret"])
     print(
         f"listening on {url} as endpoint {endpoint['id']}; Ctrl-C to stop",
