@@ -50,6 +50,7 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/webhook_latency.py
 	$(BIN)/python bench/archive_memory.py
 	$(BIN)/python bench/ui_gallery.py
+	$(BIN)/python bench/events_latency.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import errors, jobs, ops, signing_key, webhooks
+from service.api import endpoints, errors, events, jobs, ops, signing_key, webhooks
 from service.api.context import EXTENSION
 from service.config import Settings, load_settings
 from service.logs import configure as configure_logging
@@ -31,4 +31,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(signing_key.bp)
     ui_session.configure(app, container.settings)
     app.register_blueprint(ui_bp)
+    app.register_blueprint(endpoints.bp)
+    app.register_blueprint(events.bp)
     return app

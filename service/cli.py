@@ -11,6 +11,7 @@ from typing import Any
 
 from service import __version__
 from service.errors import ConfigError, GenvaultError
+from service.events import cli as events_cli
 
 
 def _settings(require_secrets: bool = True, *, local: bool = False, **overrides: Any) -> Any:
@@ -134,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     _server_commands(sub)
     _client_commands(sub)
     _archive_commands(sub)
+    events_cli.add_parsers(sub)
     return p
 
 

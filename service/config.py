@@ -140,6 +140,21 @@ class Settings(BaseSettings):
     s3_object_lock_days: int | None = Field(None, ge=1)
     s3_multipart_threshold: int = Field(64 * MIB, ge=5 * MIB)
 
+    # Events out (Standard Webhooks); see README "Events".
+    events_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    )
+    events_timeout: float = Field(15.0, gt=0)
+    events_allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    events_disable_after_seconds: float = Field(432_000.0, gt=0)
+    events_endpoint_concurrency: int = Field(2, ge=1, le=64)
+
     log_level: str = "INFO"
     log_json: bool | None = None
 
@@ -148,7 +163,15 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("download_allowed_networks", mode="before")
+    @field_validator("events_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        value = _split_csv(value)
+        if any(float(v) < 0 for v in value):
+            raise ValueError("retry waits must be zero or more seconds")
+        return value
+
+    @field_validator("download_allowed_networks", "events_allowed_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
         value = _split_csv(value)

@@ -46,6 +46,11 @@ def run_dev(host: str, port: int, sandbox_port: int) -> int:
         ),
         download_allowed_hosts=(*KNOWN_OUTPUT_HOSTS, "127.0.0.1", "localhost"),
         worker_poll_interval=0.5,
+        # `genvault listen` receives events on loopback.
+        events_allowed_networks=(
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ),
     )
     configure(settings.log_level, settings.log_json)
     container = build(settings)

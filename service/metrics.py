@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 JOBS_CREATED = Counter("genvault_jobs_created_total", "Jobs accepted", ["endpoint"])
 JOBS_FINISHED = Counter(
@@ -19,4 +19,26 @@ WEBHOOK_SECONDS = Histogram(
     "genvault_webhook_seconds",
     "Time to verify, record and acknowledge a webhook",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+EVENT_DELIVERIES = Counter(
+    "genvault_event_deliveries_total",
+    "Event delivery attempts by outcome (succeeded, retry, failed, disabled)",
+    ["outcome"],
+)
+EVENT_ATTEMPT_SECONDS = Histogram(
+    "genvault_event_attempt_seconds",
+    "Time of one event delivery attempt, connect to last byte",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0),
+)
+# Read from the database at scrape time; "mostrecent" so gunicorn's processes agree.
+EVENT_PENDING = Gauge(
+    "genvault_event_deliveries_pending",
+    "Event deliveries not yet succeeded or given up",
+    multiprocess_mode="mostrecent",
+)
+EVENT_OLDEST_PENDING_SECONDS = Gauge(
+    "genvault_event_oldest_pending_seconds",
+    "Age of the oldest pending event delivery (0 when none)",
+    multiprocess_mode="mostrecent",
 )

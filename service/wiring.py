@@ -20,6 +20,8 @@ from service.archive.thumbnails import Thumbnailer
 from service.config import Settings
 from service.db.models import Job
 from service.db.session import Database, make_engine
+from service.events.delivery import Deliverer
+from service.events.sender import Sender
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
 from service.jobs.callbacks import CallbackReceiver
@@ -133,6 +135,19 @@ class Container:
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
+            TaskKind.DELIVER_EVENT: Deliverer(
+                self.db,
+                self.store,
+                Sender(
+                    AddressPolicy(s.events_allowed_networks),
+                    timeout=s.events_timeout,
+                    user_agent=f"genvault/{__version__}",
+                ),
+                schedule=s.events_retry_schedule,
+                disable_after=s.events_disable_after_seconds,
+                endpoint_concurrency=s.events_endpoint_concurrency,
+                presign_expires=s.presign_expires_seconds,
+            ),
         }
         reconciler = Reconciler(
             self.db,

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.stack",
     "tests.support.fileserver",
     "tests.support.browser",
+    "tests.support.receivers",
 ]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from service.api.auth import require_token
 from service.api.context import container
 from service.api.views import job_json
-from service.archive.audit import asset_rows, audit_job
+from service.archive.audit import audit_archived_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest
 from service.jobs import operator_retry
@@ -137,5 +137,5 @@ def audit(job_id: str) -> Response:
         job = get_job(session, job_id)
     if job.status != JobStatus.ARCHIVED.value:
         raise Conflict(f"only an archived job can be audited; this one is {job.status}")
-    report = audit_job(c.store, job, asset_rows(c.db, job_id), c.archiver.signer.verifier)
+    report = audit_archived_job(c.db, c.store, job, c.archiver.signer.verifier)
     return jsonify(report.as_json())

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from service.api.context import container
 from service.api.openapi import document
+from service.events import gauges
 from service.security.tokens import verify_file_signature
 from service.storage.base import ObjectMissing
 
@@ -43,6 +44,7 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
+    gauges.refresh(container().db)
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Under gunicorn each worker process counts alone; sum them from the shared dir.

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from service.archive import layout
 from service.db.models import Asset, Job
 from service.db.session import Database
+from service.events import outbox
 from service.jobs.states import JobStatus
 from service.security.signing import BadSignature, Verifier, signature_key
 from service.storage.base import ArchiveStore, ObjectMissing
@@ -303,6 +304,16 @@ def asset_rows(db: Database, job_id: str) -> list[Asset]:
 Progress = Callable[[int, int, int], None]
 
 
+def audit_archived_job(
+    db: Database, store: ArchiveStore, job: Job, verifier: Verifier | None
+) -> JobAudit:
+    """Audit one job against its rows and manifest; a problem becomes an `audit.failed` event."""
+    report = audit_job(store, job, asset_rows(db, job.id), verifier)
+    if not report.ok:
+        outbox.audit_failed(db, job.id, report.as_json())
+    return report
+
+
 def run_audit(
     db: Database,
     store: ArchiveStore,
@@ -316,7 +327,7 @@ def run_audit(
     reports: list[JobAudit] = []
     problems = 0
     for done, job in enumerate(jobs, start=1):
-        report = audit_job(store, job, asset_rows(db, job.id), verifier)
+        report = audit_archived_job(db, store, job, verifier)
         reports.append(report)
         problems += not report.ok
         if progress is not None:

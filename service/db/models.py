@@ -142,3 +142,70 @@ class Task(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_tasks_claim", "status", "run_after"),)
+
+
+class EventEndpoint(Base):
+    """Where events go: a URL, the types it wants, and its signing secrets."""
+
+    __tablename__ = "event_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str] | None] = mapped_column(JSON)  # None: every type
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Stored because signing needs them; never logged, never in a list response.
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None]
+    failing_since: Mapped[datetime | None]  # first failure after the last success
+    last_success_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Event(Base):
+    """The outbox: written in the transaction of the change it reports."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventDelivery(Base):
+    """One event to one endpoint: pending until a 2xx (succeeded) or the schedule ends."""
+
+    __tablename__ = "event_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("event_endpoints.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # since the last (re)send
+    next_attempt_at: Mapped[datetime | None]
+    # Set while an attempt is on the wire: bounds the attempts in flight per endpoint.
+    sending_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_event_deliveries_pair"),
+        Index("ix_event_deliveries_status", "status", "created_at"),
+        Index("ix_event_deliveries_endpoint_sending", "endpoint_id", "sending_until"),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "event_delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("event_deliveries.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

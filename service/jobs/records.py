@@ -12,6 +12,7 @@ from service import metrics
 from service.db.models import Callback, Job
 from service.db.types import utcnow
 from service.errors import NotFound
+from service.events import outbox
 from service.jobs.states import JobStatus, can_advance
 
 
@@ -49,8 +50,11 @@ def advance(job: Job, new: JobStatus) -> bool:
     """Move the job forward; a move backwards (a late callback) is refused quietly."""
     if not can_advance(job.status, new):
         return False
+    old = job.status
     job.status = new
     job.updated_at = utcnow()
+    # The event rides in this transaction: written at its flush, gone with its rollback.
+    outbox.job_moved(job, old, new)
     if new.terminal:
         metrics.JOBS_FINISHED.labels(job.endpoint, new.value).inc()
     return True

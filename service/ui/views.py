@@ -23,7 +23,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from wtforms import ValidationError  # type: ignore[import-untyped]
 
 from service.api.context import container
-from service.archive.audit import asset_rows, audit_job
+from service.archive.audit import audit_archived_job
 from service.db.types import utcnow
 from service.errors import Conflict, NotFound
 from service.jobs import operator_retry
@@ -287,7 +287,7 @@ def audit(job_id: str) -> str | tuple[str, int]:
     if job.status is not JobStatus.ARCHIVED:
         flash(f"Only an archived job can be audited; this one is {job.status}.", "error")
         return _job_page(job_id), 409
-    report = audit_job(c.store, job, asset_rows(c.db, job_id), c.archiver.signer.verifier)
+    report = audit_archived_job(c.db, c.store, job, c.archiver.signer.verifier)
     return _job_page(job_id, audit=report.as_json())
 
 

@@ -1,0 +1,1 @@
+"""Events out: genvault as a Standard Webhooks sender (outbox, signing, delivery)."""

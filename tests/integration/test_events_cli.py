@@ -1,0 +1,86 @@
+"""`genvault endpoints` and `genvault events` against the API served on a loopback socket."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from service.app import create_app
+from service.cli import main
+from service.db.migrate import upgrade
+from service.jobs import records
+from service.jobs.states import JobStatus
+from service.wiring import Container, build
+from tests.integration.test_events import EVENT_SETTINGS, drain, move, new_job
+from tests.support.app import TOKEN, make_settings
+from tests.support.db import sqlite_url
+from tests.support.receivers import start_receiver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
+    c = build(make_settings(sqlite_url(tmp_path), tmp_path, **EVENT_SETTINGS))
+    upgrade(c.db.engine)
+    server = make_server("127.0.0.1", 0, create_app(container=c), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GENVAULT_URL", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("GENVAULT_TOKEN", TOKEN)
+    try:
+        yield c
+    finally:
+        server.shutdown()
+        server.server_close()
+        c.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_endpoints_and_events_commands(
+    served: Container, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rx = start_receiver()
+    code, out, _ = run(capsys, "endpoints", "--json", "create", rx.url, "--description", "crm")
+    assert code == 0
+    created = json.loads(out)
+    rx.secret = created["secret"]
+    code, out, _ = run(capsys, "endpoints")
+    assert code == 0
+    assert created["id"] in out and "crm" in out and "whsec_" not in out
+
+    job_id = new_job(served)
+    move(served, job_id, JobStatus.FAILED)
+    drain(served)
+    rx.wait_for(1)
+    code, out, _ = run(capsys, "events", "--json", "--job", job_id)
+    [event] = json.loads(out)["events"]
+    assert event["type"] == "job.failed"
+    code, out, _ = run(capsys, "events", event["id"], "--deliveries")
+    assert code == 0
+    assert f"{created['id']}  succeeded 1 attempts" in out
+    code, out, _ = run(capsys, "events", "--resend", event["id"])
+    assert out.strip() == f"resending to {created['id']}"
+    drain(served)
+    assert [r.headers["webhook-id"] for r in rx.wait_for(2)] == [event["id"]] * 2
+
+    code, out, _ = run(capsys, "endpoints", "rotate", created["id"])
+    assert out.strip().startswith("whsec_") and out.strip() != created["secret"]
+    code, out, err = run(capsys, "endpoints", "create", "http://10.0.0.1/hook")
+    assert code == 1
+    assert "private-address" in err
+    code, out, _ = run(capsys, "endpoints", "delete", created["id"])
+    assert code == 0
+    code, _, err = run(capsys, "endpoints", "show", created["id"])
+    assert code == 1 and "404" in err
+    with served.db.transaction() as session:
+        assert records.get_job(session, job_id).status is JobStatus.FAILED
