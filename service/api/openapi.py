@@ -160,7 +160,7 @@ def _content(reply: Reply, refs: _Refs, mode: JsonSchemaMode) -> dict[str, Any]:
     return {reply.media_type: {"schema": dict(schema)}}
 
 
-def _operation_json(rule: Rule, op: Operation, refs: _Refs) -> dict[str, Any]:
+def _operation_json(rule: Rule, op: Operation, refs: _Refs, operation_id: str) -> dict[str, Any]:
     declared = {p.name for p in op.params if p.location == "path"}
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -179,7 +179,7 @@ def _operation_json(rule: Rule, op: Operation, refs: _Refs) -> dict[str, Any]:
         params.append(param)
     out: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": rule.endpoint.replace(".", "_"),
+        "operationId": operation_id,
         "responses": {
             str(status): {
                 "description": reply.description,
@@ -220,9 +220,14 @@ def document(app: Flask) -> dict[str, Any]:
     refs, schemas = models_json_schema(_models(op for _, op in described), ref_template=_COMPONENTS)
     paths: dict[str, dict[str, Any]] = {}
     for rule, op in described:
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        for method in methods:
+            # The view's endpoint names the operation; a view with two methods has two.
+            operation_id = rule.endpoint.replace(".", "_")
+            if len(methods) > 1:
+                operation_id += f"_{method.lower()}"
             paths.setdefault(openapi_path(rule), {})[method.lower()] = _operation_json(
-                rule, op, refs
+                rule, op, refs, operation_id
             )
     return {
         "openapi": "3.1.0",
