@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from sqlalchemy import Select, select
 from sqlalchemy.orm import load_only
 
@@ -70,7 +70,7 @@ class JobRequest(BaseModel):
     # The enum documents the choice (and lets schemathesis reach past it); an unknown name
     # is still refused by the endpoint table with its own message.
     endpoint: str = Field(
-        min_length=1, max_length=100, json_schema_extra={"enum": sorted(ENDPOINTS)}
+        min_length=1, max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(ENDPOINTS))}
     )
     params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)

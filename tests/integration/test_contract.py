@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import pytest
-from flask import Blueprint, Flask
+from flask import Blueprint
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from sqlalchemy.orm import Session
