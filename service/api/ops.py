@@ -19,6 +19,7 @@ from service.storage.base import ObjectMissing
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
+_OPENAPI = "genvault.openapi"
 
 
 @bp.get("/healthz")
@@ -69,7 +70,11 @@ def metrics_endpoint() -> Response:
 @bp.get("/openapi.json")
 @documented("This document", {200: Reply("OpenAPI 3.1", schema={"type": "object"})}, public=True)
 def openapi() -> Response:
-    return jsonify(document(current_app))
+    # Routes are fixed once the app serves, so the document is built once per app.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if _OPENAPI not in app.extensions:
+        app.extensions[_OPENAPI] = document(app)
+    return jsonify(app.extensions[_OPENAPI])
 
 
 @bp.get("/files/<path:key>")

@@ -120,3 +120,11 @@ def test_a_nul_in_a_webhook_path_is_a_4xx(client: FlaskClient, container: Contai
     )
     assert answer.status_code == 422
     assert answer.get_json()["error"]["errors"][0]["field"] == "track_id"
+
+
+def test_control_characters_inside_json_strings_are_data(client: FlaskClient) -> None:
+    # Escaped NUL inside a JSON string is legal JSON; the json column stores it as text.
+    answer = _post_job(client, TEXT2IMG + ', "metadata": {"note": "a\\u0000b\\u001b"}}')
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    shown = client.get(f"/v1/jobs/{answer.get_json()['id']}", headers=AUTH).get_json()
+    assert shown["metadata"] == {"note": "a\x00b\x1b"}
