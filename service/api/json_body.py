@@ -62,7 +62,9 @@ def _finite_float(text: str) -> float:
 def loads(body: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``body`` as strict JSON; raise BadJson (400) for anything we refuse to take."""
     raw = body.encode() if isinstance(body, str) else body
-    if nesting_depth(raw, max_depth) > max_depth:
+    # Fewer openings than the limit cannot nest deeper (the common case): skip the scan.
+    openings = raw.count(b"[") + raw.count(b"{")
+    if openings > max_depth and nesting_depth(raw, max_depth) > max_depth:
         raise BadJson(f"the body nests arrays and objects deeper than {max_depth} levels")
     try:
         return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
