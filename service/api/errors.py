@@ -1,43 +1,38 @@
-"""One place that turns exceptions into JSON error responses."""
+"""One place that turns exceptions into JSON error responses (ErrorBody)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from service.api.schemas import ErrorBody, ErrorDetail, FieldProblem, respond
 from service.errors import InvalidRequest, RequestError
 
 log = logging.getLogger(__name__)
 
 
-def error_body(
-    code: str, message: str, errors: list[dict[str, str]] | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if errors is not None:
-        body["errors"] = errors
-    return {"error": body}
+def error_body(code: str, message: str, errors: list[FieldProblem] | None = None) -> ErrorBody:
+    return ErrorBody(error=ErrorDetail(code=code, message=message, errors=errors))
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError) -> tuple[Response, int]:
         errors = (
-            [{"field": e.field, "message": e.message} for e in exc.errors]
+            [FieldProblem(field=e.field, message=e.message) for e in exc.errors]
             if isinstance(exc, InvalidRequest)
             else None
         )
-        return jsonify(error_body(exc.code, exc.message, errors)), exc.status
+        return respond(error_body(exc.code, exc.message, errors), exc.status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(code, exc.description or exc.name)), exc.code or 500
+        return respond(error_body(code, exc.description or exc.name), exc.code or 500)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")
-        return jsonify(error_body("internal_error", "internal error; see the service log")), 500
+        return respond(error_body("internal_error", "internal error; see the service log"), 500)

@@ -4,25 +4,62 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from sqlalchemy import Select, select
+from sqlalchemy.orm import load_only
 
+from service.api import json_body
 from service.api.auth import require_token
 from service.api.context import container
-from service.api.views import job_json
+from service.api.input_guard import refuse_control_characters
+from service.api.openapi import Param, Reply, documented
+from service.api.schemas import AuditReport, JobList, JobOut, respond
+from service.api.views import job_out
 from service.archive.audit import audit_archived_job
 from service.db.models import Asset, Job
-from service.errors import Conflict, FieldError, InvalidRequest
+from service.errors import Conflict, FieldError, InvalidRequest, NotFound
 from service.jobs import operator_retry
 from service.jobs.records import get_job
 from service.jobs.states import JobStatus
 from service.jobs.submission import create_job
+from service.providers.endpoints import ENDPOINTS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 bp.before_request(require_token)
+bp.before_request(refuse_control_characters)
 
 MAX_LIMIT = 200
+
+# What the job JSON shows, and nothing else: params may hold multi-MB data: URIs.
+_JOB_COLUMNS = load_only(
+    Job.id,
+    Job.track_id,
+    Job.endpoint,
+    Job.status,
+    Job.created_at,
+    Job.updated_at,
+    Job.provider_request_id,
+    Job.error_code,
+    Job.error_message,
+    Job.meta,
+    Job.nsfw,
+    Job.manifest_key,
+    raiseload=True,
+)
+# Input rows are not shown, and their source_url may be a whole data: URI.
+_ASSET_COLUMNS = load_only(
+    Asset.job_id,
+    Asset.role,
+    Asset.index,
+    Asset.key,
+    Asset.sha256,
+    Asset.size,
+    Asset.content_type,
+    Asset.width,
+    Asset.height,
+    raiseload=True,
+)
 
 
 class JobRequest(BaseModel):
@@ -30,7 +67,11 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: str = Field(min_length=1, max_length=100)
+    # The enum documents the choice (and lets schemathesis reach past it); an unknown name
+    # is still refused by the endpoint table with its own message.
+    endpoint: str = Field(
+        min_length=1, max_length=100, json_schema_extra={"enum": list[JsonValue](sorted(ENDPOINTS))}
+    )
     params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -41,28 +82,60 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     ]
 
 
-def _render(jobs: list[Job]) -> list[dict[str, Any]]:
+def _select_jobs() -> Select[Job]:
+    return select(Job).options(_JOB_COLUMNS)
+
+
+def _render(jobs: list[Job]) -> list[JobOut]:
     c = container()
     ids = [j.id for j in jobs]
     by_job: dict[str, list[Asset]] = {i: [] for i in ids}
+    stmt = (
+        select(Asset).options(_ASSET_COLUMNS).where(Asset.job_id.in_(ids), Asset.role == "output")
+    )
     with c.db.transaction() as session:
-        for asset in session.execute(select(Asset).where(Asset.job_id.in_(ids))).scalars():
+        for asset in session.execute(stmt).scalars():
             by_job[asset.job_id].append(asset)
     expires = c.settings.presign_expires_seconds
-    return [job_json(j, by_job[j.id], c.store, expires) for j in jobs]
+    return [job_out(j, by_job[j.id], c.store, expires) for j in jobs]
 
 
-def _one(job_id: str) -> dict[str, Any]:
+def _one(job_id: str) -> JobOut:
     with container().db.transaction() as session:
-        job = get_job(session, job_id)
+        job = session.execute(_select_jobs().where(Job.id == job_id)).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
     return _render([job])[0]
 
 
+_JOB_ID_ERRORS = (404, 422)
+
+
 @bp.post("/jobs")
+@documented(
+    "Submit a generation job",
+    {
+        202: Reply("accepted: the new job", JobOut),
+        200: Reply("the job an earlier request with this Idempotency-Key created", JobOut),
+    },
+    errors=(409, 413, 422),
+    body=JobRequest,
+    headers=[
+        Param(
+            "Idempotency-Key",
+            "header",
+            {"type": "string", "maxLength": 255},
+            description="a retried request with the same key returns the first job (200)",
+        )
+    ],
+)
 def submit() -> tuple[Response, int]:
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    if not request.is_json:
+        raise InvalidRequest([FieldError("body", "must be JSON (Content-Type: application/json)")])
+    try:
+        payload = json_body.loads_object(request.get_data())
+    except json_body.BadJson as exc:
+        raise InvalidRequest([FieldError("body", exc.message)]) from None
     try:
         body = JobRequest.model_validate(payload)
     except ValidationError as exc:
@@ -82,16 +155,28 @@ def submit() -> tuple[Response, int]:
     )
     if created:
         c.wake_workers()
-    return jsonify(_render([job])[0]), 202 if created else 200
+    return respond(_render([job])[0], 202 if created else 200)
 
 
 @bp.get("/jobs/<job_id>")
-def show(job_id: str) -> Response:
-    return jsonify(_one(job_id))
+@documented("Show a job", {200: JobOut}, errors=_JOB_ID_ERRORS)
+def show(job_id: str) -> tuple[Response, int]:
+    return respond(_one(job_id))
 
 
 @bp.get("/jobs")
-def index() -> Response:
+@documented(
+    "List jobs, newest first",
+    {200: JobList},
+    errors=(422,),
+    query=[
+        Param("status", "query", {"enum": [s.value for s in JobStatus]}),
+        Param("endpoint", "query"),
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+        Param("cursor", "query", description="next_cursor of the previous page"),
+    ],
+)
+def index() -> tuple[Response, int]:
     args = request.args
     errors: list[FieldError] = []
     status = args.get("status")
@@ -106,7 +191,7 @@ def index() -> Response:
         limit = 0
     if errors:
         raise InvalidRequest(errors)
-    stmt = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    stmt = _select_jobs().order_by(Job.id.desc()).limit(limit + 1)
     if status:
         stmt = stmt.where(Job.status == status)
     if endpoint := args.get("endpoint"):
@@ -118,24 +203,34 @@ def index() -> Response:
         jobs = list(session.execute(stmt).scalars())
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return jsonify({"jobs": _render(jobs), "next_cursor": jobs[-1].id if more else None})
+    return respond(JobList(jobs=_render(jobs), next_cursor=jobs[-1].id if more else None))
 
 
 @bp.post("/jobs/<job_id>/retry")
+@documented(
+    "Re-run a failed job's archive step, or its submission",
+    {202: Reply("queued again", JobOut)},
+    errors=(*_JOB_ID_ERRORS, 409),
+)
 def retry(job_id: str) -> tuple[Response, int]:
     c = container()
     operator_retry.retry_job(c.db, c.queue, job_id)
     c.wake_workers()
-    return jsonify(_one(job_id)), 202
+    return respond(_one(job_id), 202)
 
 
 @bp.route("/jobs/<job_id>/audit", methods=["GET", "POST"])
-def audit(job_id: str) -> Response:
-    """Re-read this job's objects; compare with its asset rows, manifest and signature."""
+@documented(
+    "Re-read an archived job's objects; compare them with its rows, manifest and signature",
+    {200: AuditReport},
+    errors=(*_JOB_ID_ERRORS, 409),
+)
+def audit(job_id: str) -> tuple[Response, int]:
+    """Re-read this job's objects; compare them with its rows, manifest and signature."""
     c = container()
     with c.db.transaction() as session:
         job = get_job(session, job_id)
     if job.status != JobStatus.ARCHIVED.value:
         raise Conflict(f"only an archived job can be audited; this one is {job.status}")
     report = audit_archived_job(c.db, c.store, job, c.archiver.signer.verifier)
-    return jsonify(report.as_json())
+    return respond(AuditReport.model_validate(report.as_json()))

@@ -6,29 +6,38 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from typing import Literal
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from service.api.context import container
-from service.api.openapi import document
+from service.api.openapi import Param, Reply, document, documented
+from service.api.schemas import Health, Readiness, respond
 from service.events import gauges
 from service.security.tokens import verify_file_signature
 from service.storage.base import ObjectMissing
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
+_OPENAPI = "genvault.openapi"
 
 
 @bp.get("/healthz")
-def healthz() -> Response:
-    return jsonify({"status": "ok"})
+@documented("Alive", {200: Health}, public=True)
+def healthz() -> tuple[Response, int]:
+    return respond(Health(status="ok"))
 
 
 @bp.get("/readyz")
+@documented(
+    "Database and archive reachable",
+    {200: Readiness, 503: Reply("not ready: the checks say which part", Readiness)},
+    public=True,
+)
 def readyz() -> tuple[Response, int]:
     c = container()
-    checks: dict[str, str] = {}
+    checks: dict[str, Literal["ok", "unavailable"]] = {}
     for name, probe in (("database", c.db.ping), ("archive", c.store.check)):
         try:
             probe()
@@ -37,12 +46,17 @@ def readyz() -> tuple[Response, int]:
             log.warning("readiness check %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ok" if ready else "unavailable", "checks": checks}), (
-        200 if ready else 503
+    return respond(
+        Readiness(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
     )
 
 
 @bp.get("/metrics")
+@documented(
+    "Prometheus metrics",
+    {200: Reply("the Prometheus text format", media_type="text/plain", schema={"type": "string"})},
+    public=True,
+)
 def metrics_endpoint() -> Response:
     gauges.refresh(container().db)
     registry: CollectorRegistry = REGISTRY
@@ -56,11 +70,26 @@ def metrics_endpoint() -> Response:
 
 
 @bp.get("/openapi.json")
+@documented("This document", {200: Reply("OpenAPI 3.1", schema={"type": "object"})}, public=True)
 def openapi() -> Response:
-    return jsonify(document())
+    # Routes are fixed once the app serves, so the document is built once per app.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if _OPENAPI not in app.extensions:
+        app.extensions[_OPENAPI] = document(app)
+    return jsonify(app.extensions[_OPENAPI])
 
 
 @bp.get("/files/<path:key>")
+@documented(
+    "An object of the file store, through a link signed by the job JSON's asset url",
+    {200: Reply("the object's bytes, with its own Content-Type", media_type="*/*", schema={})},
+    errors=(403, 404),
+    query=[
+        Param("expires", "query", {"type": "integer"}, required=True),
+        Param("sig", "query", required=True),
+    ],
+    public=True,
+)
 def files(key: str) -> Response:
     """Serve an object of the file store through a link signed by ArchiveStore.url()."""
     c = container()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from service import metrics
 from service.api.context import container
+from service.api.input_guard import refuse_control_characters
+from service.api.openapi import Param, Reply, documented
+from service.api.schemas import WebhookAck, respond
 from service.errors import RequestError
 from service.jobs.callbacks import CallbackTooLarge
 
 bp = Blueprint("webhooks", __name__)
+bp.before_request(refuse_control_characters)
 
 
 def _read_capped(limit: int) -> bytes:
@@ -25,6 +29,14 @@ def _read_capped(limit: int) -> bytes:
 
 
 @bp.post("/webhooks/<provider>/<track_id>")
+@documented(
+    "Provider callback: verify, record, acknowledge",
+    {200: Reply("recorded (new or duplicate)", WebhookAck)},
+    errors=(400, 401, 404, 413, 422),
+    body=Reply("the provider's callback, a JSON object", schema={"type": "object"}),
+    query=[Param("token", "query", required=True, description="the job's webhook token")],
+    public=True,
+)
 def receive(provider: str, track_id: str) -> tuple[Response, int]:
     c = container()
     started = time.perf_counter()
@@ -38,4 +50,4 @@ def receive(provider: str, track_id: str) -> tuple[Response, int]:
     metrics.WEBHOOKS.labels(provider, outcome.value).inc()
     metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
     c.wake_workers()
-    return jsonify({"status": outcome.value}), 200
+    return respond(WebhookAck(status=outcome.value))

@@ -139,6 +139,9 @@ class _Unlinked:
     def url(self, key: str, expires_in: int) -> str | None:
         return None
 
+    def uri(self, key: str) -> str | None:
+        return None
+
 
 def job_snapshot(session: Session, job: Job) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (links left to delivery), plus the manifest sha256."""
@@ -151,11 +154,16 @@ def job_snapshot(session: Session, job: Job) -> dict[str, Any]:
 
 
 def with_links(data: Mapping[str, Any], store: ArchiveStore, expires_in: int) -> dict[str, Any]:
-    """The snapshot with each archived asset's link filled in, as job JSON has it."""
+    """The snapshot with each archived asset's link and location filled in, as job JSON has it."""
     out = dict(data)
     assets: Iterable[Mapping[str, Any]] = data.get("assets") or ()
     out["assets"] = [
-        {**a, "url": store.url(a["key"], expires_in) if a.get("key") else None} for a in assets
+        {
+            **a,
+            "uri": store.uri(a["key"]) if a.get("key") else None,
+            "url": store.url(a["key"], expires_in) if a.get("key") else None,
+        }
+        for a in assets
     ]
     return out
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.api import json_body
 from service.db.session import Database
 from service.errors import NotFound, RequestError, Unauthorized
 from service.jobs import records, results
@@ -52,10 +52,7 @@ class CallbackReceiver:
             raise Unauthorized("invalid webhook token")
 
     def receive(self, provider: str, track_id: str, body: bytes) -> Outcome:
-        try:
-            payload: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadCallback("the callback body is not valid JSON") from None
+        payload: Any = json_body.loads(body)  # BadJson (400) for NaN, deep nesting, bad JSON
         if not isinstance(payload, dict):
             raise BadCallback()
         answer = self.providers[provider].parse_callback(payload)

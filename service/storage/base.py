@@ -71,5 +71,12 @@ class ArchiveStore(Protocol):
     def url(self, key: str, expires_in: int) -> str:
         """A URL from which anyone holding it can GET the object for ``expires_in`` seconds."""
 
+    def uri(self, key: str) -> str:
+        """Where the object lives, in full: ``s3://BUCKET/PREFIX/KEY`` or ``file:///ABS/PATH``.
+
+        ``key`` stays relative to the archive root (manifests stay relocatable); the URI is
+        what a user hands to their own S3 client or file tools.
+        """
+
     def check(self) -> None:
         """Raise StorageError unless the store is reachable and writable (readiness)."""

@@ -217,6 +217,10 @@ class FilesystemStore:
         sig = file_signature(self._secret, key, expires)
         return f"{self._url_base}/files/{quote(key)}?expires={expires}&sig={sig}"
 
+    def uri(self, key: str) -> str:
+        # as_uri() percent-encodes what a URI cannot carry (spaces, '#', '?').
+        return self._path(key).absolute().as_uri()
+
     def check(self) -> None:
         """Write and remove a probe file under the root."""
         probe = self.root / f".probe-{secrets.token_hex(8)}"

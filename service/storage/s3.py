@@ -169,6 +169,10 @@ class S3Store:
     def _full(self, key: str) -> str:
         return self._prefix + key
 
+    def uri(self, key: str) -> str:
+        # Unencoded, as the AWS CLI and boto3 users write S3 URIs.
+        return f"s3://{self.bucket}/{self._full(key)}"
+
     def _write_options(
         self, sha256: str, content_type: str, metadata: Mapping[str, str]
     ) -> dict[str, Any]:

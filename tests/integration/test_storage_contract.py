@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.request import url2pathname
 
+import boto3
 import pytest
 import requests
 
@@ -204,6 +206,31 @@ def test_url_serves_the_bytes(backend: Backend, image: tuple[Path, bytes, str]) 
     backend.store.put_file(KEY, path, sha256=digest, content_type="image/png", metadata={})
 
     assert backend.fetch(backend.store.url(KEY, 300)) == data
+
+
+def _read_uri(uri: str) -> bytes:
+    """Read an object the way a user would, from its URI alone, without genvault."""
+    if uri.startswith("file:"):
+        parts = urlsplit(uri)
+        assert parts.netloc == ""
+        return Path(url2pathname(parts.path)).read_bytes()
+    # S3 URIs are not percent-encoded: everything after the bucket is the key, as the AWS
+    # CLI reads them.
+    assert uri.startswith("s3://"), uri
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    answer = boto3.client("s3").get_object(Bucket=bucket, Key=key)
+    return answer["Body"].read()
+
+
+@pytest.mark.parametrize("key", [KEY, "2026/01/02/job 1#x/0.png"])
+def test_uri_locates_the_object_without_genvault(
+    backend: Backend, image: tuple[Path, bytes, str], key: str
+) -> None:
+    path, data, sha = image
+    backend.store.put_file(key, path, sha256=sha, content_type="image/png", metadata={})
+    uri = backend.store.uri(key)
+    assert uri.startswith(("s3://", "file:///"))
+    assert _read_uri(uri) == data
 
 
 def test_check_passes(backend: Backend) -> None:

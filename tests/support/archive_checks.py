@@ -72,6 +72,10 @@ def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
         data = _check_object(stack, entry)
         # The presigned link in the job JSON serves the same bytes.
         assert requests.get(asset["url"], timeout=10).content == data
+        # So does the full location, with a plain S3 client and nothing of genvault's.
+        assert asset["uri"] == f"s3://{stack.bucket}/{stack.prefix}/{asset['key']}"
+        bucket, _, key = asset["uri"].removeprefix("s3://").partition("/")
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     for entry in manifest["inputs"]:
         if entry.get("key"):
             assert "/inputs/" in entry["key"]

@@ -1,0 +1,132 @@
+"""The JSON the API answers with, as pydantic models: one source of truth for the contract.
+
+Views build these models and answer with ``respond(model)``; service.api.openapi turns the
+same models into the OpenAPI components. A field added here is documented by construction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from flask import Response, current_app
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from service.jobs.states import JobStatus
+
+# ISO 8601 with the +00:00 offset, as the API has always answered.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda d: d.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class _Out(BaseModel):
+    """A response model: built by our views, serialised by ``respond``."""
+
+
+class FieldProblem(_Out):
+    """One bad field of a 422 answer."""
+
+    field: str = Field(description="where: a body path such as params.width, or a name")
+    message: str
+
+
+class ErrorDetail(_Out):
+    code: str = Field(description="stable, machine-readable (invalid_request, not_found, ...)")
+    message: str = Field(description="for humans; never carries secrets")
+    errors: list[FieldProblem] | None = Field(
+        default=None, description="present on 422 only: one entry per bad field"
+    )
+
+
+class ErrorBody(_Out):
+    """Every 4xx and 5xx answer of the JSON API."""
+
+    error: ErrorDetail
+
+
+class AssetOut(_Out):
+    """One archived output image."""
+
+    index: int
+    key: str | None = Field(
+        description="relative to the archive root (manifests stay relocatable); "
+        "null when the NSFW policy skipped the image"
+    )
+    uri: str | None = Field(
+        description="full location: s3://BUCKET/PREFIX/KEY or file:///ABS/PATH; null with key"
+    )
+    url: str | None = Field(description="a time-limited link anyone holding it can GET")
+    sha256: str
+    size: int
+    content_type: str
+    width: int
+    height: int
+
+
+class JobError(_Out):
+    code: str
+    message: str
+
+
+class JobOut(_Out):
+    """A job: what was asked, where it stands, and what was archived."""
+
+    id: str
+    track_id: str
+    endpoint: str
+    status: JobStatus
+    created_at: Timestamp
+    updated_at: Timestamp
+    provider_request_id: str | None
+    error: JobError | None
+    metadata: dict[str, Any]
+    nsfw_content_detected: bool | None
+    assets: list[AssetOut]
+    manifest_key: str | None
+
+
+class JobList(_Out):
+    """A page of jobs, newest first."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
+class AuditReport(_Out):
+    """The result of re-reading a job's archived objects."""
+
+    # Other checks may add fields; they are passed through and stay valid.
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    job_id: str
+    manifest_key: str | None
+    checked: int
+    missing: list[str]
+    altered: list[dict[str, Any]]
+    unlisted: list[str]
+    error: str | None
+
+
+class Health(_Out):
+    status: Literal["ok"]
+
+
+class Readiness(_Out):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Literal["ok", "unavailable"]]
+
+
+class WebhookAck(_Out):
+    status: Literal["accepted", "duplicate"] = Field(
+        description="accepted: recorded; duplicate: the same body was recorded before"
+    )
+
+
+def respond(model: BaseModel, status: int = 200) -> tuple[Response, int]:
+    """Serialise a response model as the JSON body of the answer."""
+    body = model.model_dump_json(exclude_none=isinstance(model, ErrorBody))
+    return current_app.response_class(body, status=status, mimetype="application/json"), status
