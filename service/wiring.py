@@ -26,6 +26,7 @@ from service.jobs.failures import GiveUp
 from service.jobs.polling import Poller, Reconciler
 from service.jobs.results import PollTiming
 from service.jobs.submission import Submitter
+from service.jobs.uncertain import UncertainSubmissions
 from service.providers.aimlapi import AimlApiClient
 from service.providers.base import Provider, ProviderResult
 from service.providers.endpoints import get_endpoint
@@ -116,6 +117,7 @@ class Container:
 
     def worker(self, concurrency: int | None = None) -> Worker:
         s = self.settings
+        abandon_writes = threading.Event()
         submitter_inputs = InlineInputs(
             self.db, self.store, self.archiver.inputs, url_expires=s.presign_expires_seconds
         )
@@ -128,6 +130,8 @@ class Container:
                 s.secret,
                 self.timing,
                 submitter_inputs,
+                UncertainSubmissions(s.submit_uncertain_grace_seconds, s.resubmit_uncertain),
+                abandon_writes,
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
@@ -138,6 +142,7 @@ class Container:
             self.timing,
             stuck_after=s.job_stuck_after_seconds,
             max_age=s.job_max_age_seconds,
+            orphan_after=s.job_orphan_after_seconds,
         )
         worker = Worker(
             self.queue,
@@ -147,6 +152,7 @@ class Container:
             concurrency=concurrency or s.worker_concurrency,
             poll_interval=s.worker_poll_interval,
             periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
+            abandon_writes=abandon_writes,
         )
         self.wake_event = worker.wake_event
         return worker

@@ -8,9 +8,14 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from service.db.availability import is_unavailable
 from service.errors import InvalidRequest, RequestError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client (or a provider that retries its webhooks) is told to wait while the
+# database is unreachable: about what a restart or a failover takes.
+DATABASE_RETRY_AFTER = 5
 
 
 def error_body(
@@ -39,5 +44,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
+        if is_unavailable(exc):
+            # Not our bug and not the client's: 503 so clients and providers retry later.
+            log.warning("database unavailable: %s", type(exc).__name__)
+            response = jsonify(
+                error_body("unavailable", "the database is unavailable; retry shortly")
+            )
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            return response, 503
         log.exception("unhandled error")
         return jsonify(error_body("internal_error", "internal error; see the service log")), 500

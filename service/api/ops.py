@@ -11,6 +11,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from service.api.context import container
+from service.api.errors import DATABASE_RETRY_AFTER
 from service.api.openapi import document
 from service.security.tokens import verify_file_signature
 from service.storage.base import ObjectMissing
@@ -36,9 +37,10 @@ def readyz() -> tuple[Response, int]:
             log.warning("readiness check %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ok" if ready else "unavailable", "checks": checks}), (
-        200 if ready else 503
-    )
+    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+    if not ready:
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response, 200 if ready else 503
 
 
 @bp.get("/metrics")

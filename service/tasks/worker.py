@@ -59,6 +59,7 @@ class Worker:
         periodic: Sequence[Periodic] = (),
         shutdown_grace: float = 25.0,
         worker_id: str | None = None,
+        abandon_writes: threading.Event | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -75,7 +76,7 @@ class Worker:
         self.wake_event = threading.Event()
         self._next_periodic = {p.name: 0.0 for p in self.periodic}
         # Set when shutdown's grace runs out: outcome writes stop waiting for the database.
-        self._abandon_writes = threading.Event()
+        self._abandon_writes = abandon_writes or threading.Event()
         # The heartbeat outlives the stop event: tasks finishing during shutdown stay leased.
         self._heartbeat_stop = threading.Event()
 

@@ -1,0 +1,31 @@
+"""Submission attempts on jobs: a provider is never called twice without knowing it.
+
+Revision ID: 0006
+Revises: 0001
+Create Date: 2026-11-23
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from service.db.types import UTCDateTime
+
+revision = "0006"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # batch_alter_table so SQLite, which cannot add columns with every option, works too.
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("submit_attempted_at", UTCDateTime()))
+        batch.add_column(
+            sa.Column("submit_attempts", sa.Integer(), nullable=False, server_default="0")
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("submit_attempts")
+        batch.drop_column("submit_attempted_at")
