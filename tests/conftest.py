@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.app",
     "tests.support.stack",
     "tests.support.fileserver",
+    "tests.support.pgcluster",
 ]
