@@ -156,10 +156,17 @@ class Worker:
 
     def _record_failure(self, task: ClaimedTask, exc: Exception) -> str:
         if is_unavailable(exc):
-            # The database, not the task, failed: retry soon and never give the job up for it.
-            delay: float | None = self.policy.delay(1, exc)
-        else:
-            delay = self.policy.delay(task.attempts, exc)
+            # The database, not the task, failed: retry soon, without using up an attempt.
+            pause = self.policy.delay(1, exc) or self.policy.base_seconds
+            log.warning(
+                "database unavailable; task postponed %.1fs: %s",
+                pause,
+                type(exc).__name__,
+                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
+            )
+            kept = self._durably(task, "postponing a task", self.queue.postpone, pause, str(exc))
+            return "postponed" if kept else "lease_lost"
+        delay = self.policy.delay(task.attempts, exc)
         if not isinstance(exc, PermanentError) and delay is None:
             exc = PermanentError(f"gave up after {task.attempts} attempts: {exc}")
         if delay is not None:
@@ -168,7 +175,7 @@ class Worker:
                 delay,
                 exc,
                 extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
-                exc_info=not hasattr(exc, "message") and not is_unavailable(exc),
+                exc_info=not hasattr(exc, "message"),
             )
             kept = self._durably(task, "recording a retry", self.queue.retry, delay, str(exc))
             return "retry" if kept else "lease_lost"
