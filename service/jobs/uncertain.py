@@ -38,13 +38,12 @@ class UncertainSubmissions:
         return max(self.grace_seconds / 4, 1.0)
 
     def pending_since(self, job: Job) -> datetime | None:
-        """When the unanswered attempt was made; None when no attempt awaits an answer."""
-        if job.submit_attempted_at is not None:
-            return job.submit_attempted_at
-        if job.provider_request_id is None and job.submitted_at is not None:
-            # A row from before attempts were recorded that still shows `submitted`.
-            return job.submitted_at
-        return None
+        """When the unanswered attempt was made; None when no attempt awaits an answer.
+
+        An answer, or a refusal the provider gave, clears the attempt (jobs.submission);
+        migration 0006 marks jobs that were mid-call before attempts were recorded.
+        """
+        return job.submit_attempted_at
 
     def decide(self, since: datetime, now: datetime) -> tuple[Verdict, float]:
         """The verdict and, for WAIT, the seconds until the next look."""

@@ -23,6 +23,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("submit_attempts", sa.Integer(), nullable=False, server_default="0")
         )
+    # A job left `submitted` with no provider id was mid-call when its worker stopped: the
+    # provider may have it, so it counts as an attempt without an answer, not as unsent.
+    op.execute(
+        "UPDATE jobs SET submit_attempted_at = submitted_at, submit_attempts = 1 "
+        "WHERE status = 'submitted' AND provider_request_id IS NULL AND fetch_url IS NULL"
+    )
 
 
 def downgrade() -> None:
