@@ -92,12 +92,13 @@ def pg_stack(
 def test_postgres_restart_mid_burst(pg_cluster: PgCluster, pg_stack: Callable[..., Stack]) -> None:
     stack = pg_stack()
     burst = mid_burst(stack)
+    began = time.monotonic()
     pg_cluster.restart()
     ended = time.monotonic()
     jobs = burst.finish()
     recovered = wait_all_final(stack, jobs, timeout=60) - ended
     assert_invariant(stack, jobs)
-    report("PostgreSQL restart -m fast", len(jobs), 0.0, recovered)
+    report("PostgreSQL restart -m fast", len(jobs), ended - began, recovered)
     assert recovered <= 30, recovered
 
 
