@@ -8,6 +8,7 @@ provider's answer, a task's outcome) keep it and write it again once the databas
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +26,16 @@ T = TypeVar("T")
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
+# SQLite raises OperationalError for a schema problem ("no such table") as well; only these
+# mean "try again later".
+_SQLITE_BUSY = ("locked", "busy", "unable to open", "disk i/o")
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether ``error`` means the database did not answer (as opposed to refusing the work)."""
+    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, sqlite3.Error):
+        message = str(error.orig).lower()
+        return any(word in message for word in _SQLITE_BUSY)
     if isinstance(error, _UNAVAILABLE):
         return True
     return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -16,9 +17,10 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from service.app import create_app
+from service.db.availability import is_unavailable
 from service.db.models import Job, Task
 from service.db.session import Database
 from service.db.types import utcnow
@@ -320,3 +322,13 @@ def test_the_reconciler_gives_every_orphaned_job_its_task_back(db: Database) -> 
             assert s.execute(select(Task).where(Task.job_id == job_id)).first() is None
     with db.transaction() as s:
         assert len(s.execute(select(Task).where(Task.job_id == held)).all()) == 1
+
+
+def test_what_counts_as_the_database_being_away() -> None:
+    assert is_unavailable(_outage())
+    locked = OperationalError("UPDATE", {}, sqlite3.OperationalError("database is locked"))
+    assert is_unavailable(locked)
+    schema = OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: jobs"))
+    assert not is_unavailable(schema)
+    assert not is_unavailable(IntegrityError("INSERT", {}, ValueError("duplicate")))
+    assert not is_unavailable(ValueError("not a database error"))
