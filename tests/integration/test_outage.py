@@ -332,3 +332,19 @@ def test_what_counts_as_the_database_being_away() -> None:
     assert not is_unavailable(schema)
     assert not is_unavailable(IntegrityError("INSERT", {}, ValueError("duplicate")))
     assert not is_unavailable(ValueError("not a database error"))
+
+
+def test_a_task_still_held_is_not_run_again_when_its_lease_lapsed_in_an_outage(
+    db: Database,
+) -> None:
+    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=5)
+    job_id = _job(db)
+    with db.transaction() as s:
+        queue.enqueue(s, TaskKind.ARCHIVE, job_id=job_id)
+    worker = Worker(queue, {}, on_give_up=lambda t, e: None, policy=RetryPolicy())
+    [task] = worker._not_held(queue.claim(worker.id, 1))
+    time.sleep(0.1)  # the outage outlasts the lease; the outcome is still waiting to be written
+    again = queue.claim(worker.id, 1)
+    assert [t.id for t in again] == [task.id]
+    assert worker._not_held(again) == [], "this worker still runs it"
+    assert worker.in_flight == 1
