@@ -115,7 +115,9 @@ class Settings(BaseSettings):
     confirm_callbacks: bool = False
 
     worker_concurrency: int = Field(4, ge=1, le=64)
-    worker_lease_seconds: float = Field(300.0, gt=0)
+    # Renewed every third of itself while the worker holds the task: short, so a dead
+    # worker's tasks come back quickly.
+    worker_lease_seconds: float = Field(30.0, gt=0)
     worker_poll_interval: float = Field(1.0, gt=0)
     worker_metrics_port: int | None = Field(None, ge=1, le=65535)
     worker_metrics_host: str = "127.0.0.1"
@@ -128,6 +130,10 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(60.0, gt=0)
     job_stuck_after_seconds: float = Field(900.0, gt=0)
     job_max_age_seconds: float = Field(86_400.0, gt=0)
+    # A non-final job with no live task for this long gets its task back (reconciler).
+    job_orphan_after_seconds: float = Field(30.0, gt=0)
+    submit_uncertain_grace_seconds: float = Field(600.0, ge=0)
+    resubmit_uncertain: bool = False
 
     nsfw_policy: NsfwPolicy = NsfwPolicy.ARCHIVE
     presign_expires_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)

@@ -29,6 +29,7 @@ from service.jobs.failures import GiveUp
 from service.jobs.polling import Poller, Reconciler
 from service.jobs.results import PollTiming
 from service.jobs.submission import Submitter
+from service.jobs.uncertain import UncertainSubmissions
 from service.providers.aimlapi import AimlApiClient
 from service.providers.base import Provider, ProviderResult
 from service.providers.endpoints import get_endpoint
@@ -123,6 +124,7 @@ class Container:
 
     def worker(self, concurrency: int | None = None) -> Worker:
         s = self.settings
+        abandon_writes = threading.Event()
         handlers: dict[TaskKind, Handler] = {
             TaskKind.SUBMIT: Submitter(
                 self.db,
@@ -132,6 +134,8 @@ class Container:
                 s.secret,
                 self.timing,
                 self.inline_inputs,
+                UncertainSubmissions(s.submit_uncertain_grace_seconds, s.resubmit_uncertain),
+                abandon_writes,
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
@@ -155,6 +159,7 @@ class Container:
             self.timing,
             stuck_after=s.job_stuck_after_seconds,
             max_age=s.job_max_age_seconds,
+            orphan_after=s.job_orphan_after_seconds,
         )
         worker = Worker(
             self.queue,
@@ -164,6 +169,7 @@ class Container:
             concurrency=concurrency or s.worker_concurrency,
             poll_interval=s.worker_poll_interval,
             periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
+            abandon_writes=abandon_writes,
         )
         self.wake_event = worker.wake_event
         return worker

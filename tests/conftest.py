@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.fileserver",
     "tests.support.browser",
     "tests.support.receivers",
+    "tests.support.pgcluster",
 ]

@@ -8,9 +8,14 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from service.api.schemas import ErrorBody, ErrorDetail, FieldProblem, respond
+from service.db.availability import is_unavailable
 from service.errors import InvalidRequest, RequestError
 
 log = logging.getLogger(__name__)
+
+# Seconds a client (or a provider that retries its webhooks) is told to wait while the
+# database is unreachable: about what a restart or a failover takes.
+DATABASE_RETRY_AFTER = 5
 
 
 def error_body(code: str, message: str, errors: list[FieldProblem] | None = None) -> ErrorBody:
@@ -34,5 +39,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
+        if is_unavailable(exc):
+            # Not our bug and not the client's: 503 so clients and providers retry later.
+            log.warning("database unavailable: %s", type(exc).__name__)
+            response, status = respond(
+                error_body("unavailable", "the database is unavailable; retry shortly"), 503
+            )
+            response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            return response, status
         log.exception("unhandled error")
         return respond(error_body("internal_error", "internal error; see the service log"), 500)

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from service.api.context import container
+from service.api.errors import DATABASE_RETRY_AFTER
 from service.api.openapi import Param, Reply, document, documented
 from service.api.schemas import Health, Readiness, respond
 from service.events import gauges
@@ -46,9 +47,12 @@ def readyz() -> tuple[Response, int]:
             log.warning("readiness check %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
-    return respond(
+    response, status = respond(
         Readiness(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
     )
+    if not ready:
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response, status
 
 
 @bp.get("/metrics")

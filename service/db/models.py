@@ -71,6 +71,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     submitted_at: Mapped[datetime | None]
+    # Written and committed before every call to the provider: an attempt on record with no
+    # answer means the provider may have been paid, so the job is not resubmitted blindly.
+    submit_attempted_at: Mapped[datetime | None]
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

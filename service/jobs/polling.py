@@ -13,6 +13,7 @@ from service.db.models import Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.jobs import records, results
+from service.jobs.orphans import revive_orphans
 from service.jobs.states import WAITING_ON_PROVIDER, JobStatus
 from service.providers.base import Provider, ResultStatus
 from service.providers.endpoints import get_endpoint
@@ -77,7 +78,8 @@ class Poller:
 
 @dataclass
 class Reconciler:
-    """Periodic: poll jobs stuck waiting on a provider; fail those past the maximum age."""
+    """Periodic: poll jobs stuck waiting on a provider; fail those past the maximum age;
+    give any non-final job with no live task its task back (jobs.orphans)."""
 
     db: Database
     queue: TaskQueue
@@ -85,6 +87,7 @@ class Reconciler:
     stuck_after: float
     max_age: float
     batch: int = 200
+    orphan_after: float = 30.0
 
     def __call__(self) -> tuple[int, int]:
         now = utcnow()
@@ -126,6 +129,12 @@ class Reconciler:
                 # plus grace) would keep a stuck job waiting, so it is brought forward.
                 self.queue.expedite(session, f"poll:{job_id}", within=self.stuck_after)
                 polled += 1
-        if polled or timed_out:
-            log.info("reconciled", extra={"polled": polled, "timed_out": timed_out})
+        with self.db.transaction() as session:
+            revived = revive_orphans(
+                session, self.queue, self.timing, older_than=self.orphan_after, batch=self.batch
+            )
+        if polled or timed_out or revived:
+            log.info(
+                "reconciled", extra={"polled": polled, "timed_out": timed_out, "revived": revived}
+            )
         return polled, timed_out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,17 +14,22 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from service import metrics
+from service.db.availability import until_answered
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict
-from service.jobs import records, results
+from service.jobs import records, results, uncertain
 from service.jobs.states import JobStatus
-from service.providers.base import Provider
+from service.jobs.uncertain import UncertainSubmissions, Verdict
+from service.providers.base import Provider, ProviderResult, ProviderUnreachable
 from service.providers.endpoints import get_endpoint, validate_params
 from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
+from service.tasks.worker import Reschedule
+
+log = logging.getLogger(__name__)
 
 # Rewrites a job's params before they go out (data: URIs become URLs the provider can fetch).
 PrepareInputs = Callable[[Job], dict[str, Any]]
@@ -100,7 +107,12 @@ def webhook_url(public_url: str, secret: bytes, provider: str, track_id: str) ->
 
 @dataclass
 class Submitter:
-    """The `submit` task: send the job to its provider and record the answer."""
+    """The `submit` task: send the job to its provider and record the answer.
+
+    Never pays twice: the attempt is committed before the call, the answer is written even
+    if the database is away for a while, and an attempt found without an answer is handled
+    by ``uncertain`` instead of being sent again.
+    """
 
     db: Database
     queue: TaskQueue
@@ -109,22 +121,54 @@ class Submitter:
     secret: bytes
     timing: results.PollTiming
     prepare_inputs: PrepareInputs
+    uncertain: UncertainSubmissions
+    # Set by the worker when it stops waiting for the database (end of shutdown grace).
+    abandon_writes: threading.Event | None = None
 
-    def __call__(self, task: ClaimedTask) -> None:
+    def __call__(self, task: ClaimedTask) -> Reschedule | None:
         assert task.job_id is not None
         with self.db.transaction() as session:
             job = records.get_job(session, task.job_id, for_update=True)
-            state = job.status
-            if state is not JobStatus.QUEUED and not (
-                state is JobStatus.SUBMITTED and job.provider_request_id is None
-            ):
-                return  # answered already (a webhook may even have beaten the answer)
-            # Recorded before the call, so a crash mid-call shows as `submitted`, not `queued`.
+            if not self._may_submit(job):
+                return None  # answered already (a webhook may even have beaten the answer)
+            since = self.uncertain.pending_since(job)
+            if since is not None:
+                verdict, delay = self.uncertain.decide(since, utcnow())
+                context = {"job_id": job.id, "track_id": job.track_id}
+                if verdict is Verdict.WAIT:
+                    log.info("an earlier submission has no answer: waiting", extra=context)
+                    return Reschedule(delay)
+                if verdict is Verdict.FAIL:
+                    records.fail(job, uncertain.CODE, self.uncertain.message(job))
+                    log.warning("submission uncertain: the job fails", extra=context)
+                    return None
+                log.warning("submission uncertain: resubmitting as configured", extra=context)
+            # Committed before the call: a crash mid-call leaves this attempt on record.
             records.advance(job, JobStatus.SUBMITTED)
             job.submitted_at = job.submitted_at or utcnow()
+            job.submit_attempted_at = utcnow()
+            job.submit_attempts = (job.submit_attempts or 0) + 1
             session.flush()  # expunge() would silently drop the unflushed changes
             session.expunge(job)
 
+        try:
+            answer = self._call(job)
+        except ProviderUnreachable:
+            raise  # it may have arrived: the attempt stays on record
+        except Exception:
+            # The provider answered no (or was never reached): nothing to wait for.
+            self._durably(lambda: self._forget_attempt(job.id), job)
+            raise
+        self._durably(lambda: self._record(job.id, answer), job)
+        return None
+
+    @staticmethod
+    def _may_submit(job: Job) -> bool:
+        return job.status is JobStatus.QUEUED or (
+            job.status is JobStatus.SUBMITTED and job.provider_request_id is None
+        )
+
+    def _call(self, job: Job) -> ProviderResult:
         spec = get_endpoint(job.endpoint)
         params = self.prepare_inputs(job)
         hook = (
@@ -132,14 +176,29 @@ class Submitter:
             if spec.uses_webhook
             else None
         )
-        answer = self.providers[spec.provider].submit(
+        return self.providers[spec.provider].submit(
             job.endpoint, params, webhook_url=hook, track_id=job.track_id
         )
 
+    def _durably(self, write: Callable[[], None], job: Job) -> None:
+        # The answer cost money and exists only in this process: wait for the database.
+        until_answered(
+            write,
+            what="recording a provider's answer",
+            stop=self.abandon_writes,
+            extra={"job_id": job.id, "track_id": job.track_id},
+        )
+
+    def _record(self, job_id: str, answer: ProviderResult) -> None:
         with self.db.transaction() as session:
-            job = records.get_job(session, job.id, for_update=True)
+            job = records.get_job(session, job_id, for_update=True)
+            job.submit_attempted_at = None
             callback_id = results.store(
                 session, job, answer, source="submit", digest=results.body_digest(answer.raw)
             )
             if callback_id is not None:
                 results.apply(session, self.queue, job, answer, callback_id, timing=self.timing)
+
+    def _forget_attempt(self, job_id: str) -> None:
+        with self.db.transaction() as session:
+            records.get_job(session, job_id, for_update=True).submit_attempted_at = None

@@ -46,6 +46,10 @@ class ProviderError(TransientError):
     """The provider could not be reached or answered with a temporary error."""
 
 
+class ProviderUnreachable(ProviderError):
+    """No answer came after the request was sent: it may or may not have reached the provider."""
+
+
 class ProviderRejected(PermanentError):
     """The provider refused the request; retrying will not help."""
 

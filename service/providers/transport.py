@@ -9,11 +9,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
-from service.providers.base import ProviderError
+from service.providers.base import ProviderError, ProviderUnreachable
 from service.providers.parsing import read_json
 
 log = logging.getLogger(__name__)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the connection was never made, so the provider cannot have the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    reason = getattr(exc.args[0], "reason", None)  # urllib3's MaxRetryError
+    return isinstance(reason, NewConnectionError)
 
 
 @dataclass(frozen=True)
@@ -46,16 +57,20 @@ def post_json(
             allow_redirects=False,
             stream=True,
         )
-    except requests.Timeout:
-        # `from None`: requests' exceptions hold the prepared request, key and all.
-        raise ProviderError(f"{provider} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
-        raise ProviderError(f"Could not reach {provider} ({type(exc).__name__})") from None
+        # `from None`: requests' exceptions hold the prepared request, key and all.
+        if _never_sent(exc):
+            raise ProviderError(f"Could not reach {provider} ({type(exc).__name__})") from None
+        if isinstance(exc, requests.Timeout):
+            raise ProviderUnreachable(f"{provider} did not answer within {timeout:g} s") from None
+        raise ProviderUnreachable(f"{provider} did not answer ({type(exc).__name__})") from None
     with response:
         try:
             payload = read_json(response, provider)
         except requests.RequestException as exc:
-            raise ProviderError(f"{provider}'s answer broke off ({type(exc).__name__})") from None
+            raise ProviderUnreachable(
+                f"{provider}'s answer broke off ({type(exc).__name__})"
+            ) from None
     log.info(
         "%s %s answered HTTP %s in %.2f s",
         provider,

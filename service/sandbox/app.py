@@ -47,6 +47,11 @@ def make_sandbox_app(config: SandboxConfig | None = None) -> Flask:
             return Response(render_base64_text(stored.image), mimetype=stored.media_type)
         return Response(render(stored.image), mimetype=stored.media_type)
 
+    @app.get("/sandbox/submissions")
+    def submissions() -> ResponseReturnValue:
+        # Tests assert "exactly one paid generation per job" against this.
+        return {"submissions": state.store.submissions()}
+
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
         return {"status": "ok"}

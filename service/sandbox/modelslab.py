@@ -104,6 +104,8 @@ def _submit(state: SandboxState, endpoint: Endpoint) -> ResponseReturnValue:
     config = state.config
     body = _json_body(config.default_modes)
     _check_key(body, config.default_modes)
+    if body.get("track_id") is not None:
+        state.store.count_submission(body["track_id"])
     # Like the real API: a missing field is an HTTP 200 whose message is an object.
     missing = {
         name: [f"The {label(name)} field is required."]

@@ -63,6 +63,7 @@ class Store:
         self._generations: dict[int, Generation] = {}
         self._files: dict[str, StoredFile] = {}
         self._attempts: Counter[str] = Counter()
+        self._submissions: Counter[str] = Counter()
 
     def next_id(self) -> int:
         with self._lock:
@@ -84,6 +85,16 @@ class Store:
     def file(self, name: str) -> StoredFile | None:
         with self._lock:
             return self._files.get(name)
+
+    def count_submission(self, track_id: object) -> None:
+        """Count a generation request that reached the provider, by its ``track_id``."""
+        with self._lock:
+            self._submissions[str(track_id)] += 1
+
+    def submissions(self) -> dict[str, int]:
+        """Requests received per ``track_id``: what a customer would have been billed for."""
+        with self._lock:
+            return dict(self._submissions)
 
     def rate_limited(self, prompt: str, limit: int) -> bool:
         """Count one attempt with ``prompt``; true while it is among the first ``limit``."""

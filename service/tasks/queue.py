@@ -183,6 +183,20 @@ class TaskQueue:
         """Run again later without it counting as a failure (a poll that found no result)."""
         return self.retry(task, worker_id, delay, None)
 
+    def postpone(self, task: ClaimedTask, worker_id: str, delay: float, error: str) -> bool:
+        """Run again after ``delay`` without counting the attempt: the database, not the task,
+        failed, and an outage must not use up a task's attempts."""
+        return self._finish(
+            task,
+            worker_id,
+            status=TaskStatus.QUEUED.value,
+            attempts=Task.attempts - 1,
+            run_after=utcnow() + timedelta(seconds=delay),
+            locked_by=None,
+            locked_until=None,
+            last_error=error,
+        )
+
     def fail(self, task: ClaimedTask, worker_id: str, error: str) -> bool:
         return self._finish(
             task,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from service import metrics
+from service.db.availability import DatabaseUnavailable, is_unavailable, until_answered
 from service.errors import PermanentError
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
@@ -58,6 +59,7 @@ class Worker:
         periodic: Sequence[Periodic] = (),
         shutdown_grace: float = 25.0,
         worker_id: str | None = None,
+        abandon_writes: threading.Event | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -73,6 +75,10 @@ class Worker:
         self._lock = threading.Lock()
         self.wake_event = threading.Event()
         self._next_periodic = {p.name: 0.0 for p in self.periodic}
+        # Set when shutdown's grace runs out: outcome writes stop waiting for the database.
+        self._abandon_writes = abandon_writes or threading.Event()
+        # The heartbeat outlives the stop event: tasks finishing during shutdown stay leased.
+        self._heartbeat_stop = threading.Event()
 
     @property
     def in_flight(self) -> int:
@@ -87,24 +93,21 @@ class Worker:
     # -- one task ---------------------------------------------------------------------------
 
     def execute(self, task: ClaimedTask) -> None:
-        """Run one claimed task and record its outcome. Never raises."""
+        """Run one claimed task and record its outcome. Never raises.
+
+        The task stays held (its lease renewed by the heartbeat) until its outcome is
+        written: a database outage delays the write, it does not lose the outcome.
+        """
         started = time.monotonic()
-        outcome = "done"
+        # Nothing is "done" until the database says so.
+        outcome = "unrecorded"
         try:
-            handler = self.handlers.get(task.kind)
-            if handler is None:
-                raise PermanentError(f"no handler for task kind {task.kind!r}")
-            if task.attempts > task.max_attempts:
-                # Claimed again after its lease ran out too often: its workers keep dying.
-                raise PermanentError(f"gave up after {task.max_attempts} attempts")
-            answer = handler(task)
-            if isinstance(answer, Reschedule):
-                outcome = "rescheduled"
-                self.queue.reschedule(task, self.id, answer.delay)
-            else:
-                self.queue.complete(task, self.id)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            outcome = self._record_failure(task, exc)
+            outcome = self._run_and_record(task)
+        except DatabaseUnavailable:
+            # Stopping while the database is away: the lease brings the task back.
+            log.warning("leaving the task to its lease", extra={"task_id": task.id})
+        except Exception:  # a bug must not kill the pool thread silently
+            log.exception("recording a task outcome failed", extra={"task_id": task.id})
         finally:
             with self._lock:
                 self._held.pop(task.id, None)
@@ -123,7 +126,46 @@ class Worker:
                 },
             )
 
+    def _run_and_record(self, task: ClaimedTask) -> str:
+        try:
+            handler = self.handlers.get(task.kind)
+            if handler is None:
+                raise PermanentError(f"no handler for task kind {task.kind!r}")
+            if task.attempts > task.max_attempts:
+                # Claimed again after its lease ran out too often: its workers keep dying.
+                raise PermanentError(f"gave up after {task.max_attempts} attempts")
+            answer = handler(task)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            return self._record_failure(task, exc)
+        if isinstance(answer, Reschedule):
+            kept = self._durably(task, "rescheduling a task", self.queue.reschedule, answer.delay)
+            return "rescheduled" if kept else "lease_lost"
+        kept = self._durably(task, "completing a task", self.queue.complete)
+        return "done" if kept else "lease_lost"
+
+    def _durably(
+        self, task: ClaimedTask, what: str, write: Callable[..., bool], *args: object
+    ) -> bool:
+        """Write a task's outcome, waiting out a database outage; False: the lease was lost."""
+        return until_answered(
+            lambda: write(task, self.id, *args),
+            what=what,
+            stop=self._abandon_writes,
+            extra={"task_id": task.id, "job_id": task.job_id},
+        )
+
     def _record_failure(self, task: ClaimedTask, exc: Exception) -> str:
+        if is_unavailable(exc):
+            # The database, not the task, failed: retry soon, without using up an attempt.
+            pause = self.policy.delay(1, exc) or self.policy.base_seconds
+            log.warning(
+                "database unavailable; task postponed %.1fs: %s",
+                pause,
+                type(exc).__name__,
+                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
+            )
+            kept = self._durably(task, "postponing a task", self.queue.postpone, pause, str(exc))
+            return "postponed" if kept else "lease_lost"
         delay = self.policy.delay(task.attempts, exc)
         if not isinstance(exc, PermanentError) and delay is None:
             exc = PermanentError(f"gave up after {task.attempts} attempts: {exc}")
@@ -135,16 +177,24 @@ class Worker:
                 extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
                 exc_info=not hasattr(exc, "message"),
             )
-            self.queue.retry(task, self.id, delay, str(exc))
-            return "retry"
+            kept = self._durably(task, "recording a retry", self.queue.retry, delay, str(exc))
+            return "retry" if kept else "lease_lost"
+        failure = exc
         try:
-            self.on_give_up(task, exc)
+            until_answered(
+                lambda: self.on_give_up(task, failure),
+                what="failing a job",
+                stop=self._abandon_writes,
+                extra={"task_id": task.id, "job_id": task.job_id},
+            )
+        except DatabaseUnavailable:
+            raise
         except Exception:  # logged; the lease brings the task back
             # Leave the task leased: it comes back when the lease runs out, and give-up runs again.
             log.exception("recording a failure failed", extra={"task_id": task.id})
             return "error"
-        self.queue.fail(task, self.id, str(exc))
-        return "failed"
+        kept = self._durably(task, "failing a task", self.queue.fail, str(exc))
+        return "failed" if kept else "lease_lost"
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -171,17 +221,32 @@ class Worker:
                 futures = {f for f in futures if not f.done()}
                 free = self.concurrency - len(futures)
                 claimed = self._claim_safely(free)
-                for task in claimed:
-                    with self._lock:
-                        self._held[task.id] = task
-                    futures.add(pool.submit(self.execute, task))
+                for task in self._not_held(claimed):
+                    future = pool.submit(self.execute, task)
+                    future.add_done_callback(_report_unexpected)
+                    futures.add(future)
                 if not claimed or len(claimed) == free:
                     # Idle or full: sleep until new work, a free slot, a stop, or the interval.
                     self.wake_event.wait(self.poll_interval)
                     self.wake_event.clear()
         finally:
             self._drain(pool)
+            self._heartbeat_stop.set()
             log.info("worker stopped", extra={"worker_id": self.id})
+
+    def _not_held(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
+        """Hold what was claimed, except tasks this worker still runs.
+
+        After a database outage longer than the lease, a task whose outcome is still waiting
+        to be written looks abandoned; running it a second time here would race with itself.
+        """
+        fresh = []
+        with self._lock:
+            for task in claimed:
+                if task.id not in self._held:
+                    self._held[task.id] = task
+                    fresh.append(task)
+        return fresh
 
     def _claim_safely(self, limit: int) -> list[ClaimedTask]:
         try:
@@ -199,24 +264,36 @@ class Worker:
                 if not self._held:
                     break
             time.sleep(0.05)
+        self._abandon_writes.set()
         with self._lock:
             left = list(self._held.values())
         if left:
             # Still running past the grace period: hand them back so another worker retries
             # now instead of waiting for the lease to run out.
             log.warning("releasing unfinished tasks", extra={"task_ids": [t.id for t in left]})
-            self.queue.release(left, self.id)
+            try:
+                self.queue.release(left, self.id)
+            except Exception:  # their leases run out instead
+                log.exception("releasing tasks failed")
         pool.shutdown(wait=False, cancel_futures=True)
 
     def _heartbeat(self) -> None:
+        """Renew the leases of held tasks, and only those, while this process lives.
+
+        After a failed renewal it tries again every second, so leases are renewed as soon as
+        the database is back, before other workers may take the tasks over.
+        """
         interval = max(self.queue.lease.total_seconds() / 3, 0.5)
-        while not self.stop_event.wait(interval):
+        wait = interval
+        while not self._heartbeat_stop.wait(wait):
             with self._lock:
                 ids = list(self._held)
             try:
                 self.queue.extend(ids, self.id)
-            except Exception:
-                log.exception("renewing leases failed")
+                wait = interval
+            except Exception as exc:  # noqa: BLE001 - the loop must survive an outage
+                log.warning("renewing leases failed: %s", type(exc).__name__)
+                wait = min(1.0, interval)
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -243,3 +320,13 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _report_unexpected(future: Future[None]) -> None:
+    """Read every task future's exception: execute() should never raise, and if it does the
+    error must show in the log rather than vanish with the future."""
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        log.error("task thread failed", exc_info=error)
