@@ -21,6 +21,7 @@ from service.db.models import Job
 from service.db.session import Database, make_engine
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
+from service.jobs.applying import CallbackApplier
 from service.jobs.callbacks import CallbackReceiver
 from service.jobs.failures import GiveUp
 from service.jobs.polling import Poller, Reconciler
@@ -37,6 +38,7 @@ from service.storage.url import parse_archive_url
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 from service.tasks.retry_policy import RetryPolicy
+from service.tasks.wakeup import Wakeup, build_wakeup, notify_on_commit
 from service.tasks.worker import Handler, Periodic, Worker
 
 
@@ -107,6 +109,7 @@ class Container:
     receiver: CallbackReceiver
     archiver: Archiver
     workdir: Path | None = None
+    wakeup: Wakeup | None = None
     # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
     wake_event: threading.Event | None = field(default=None, repr=False)
 
@@ -131,6 +134,7 @@ class Container:
             ),
             TaskKind.POLL: Poller(self.db, self.queue, self.providers, self.timing),
             TaskKind.ARCHIVE: self.archiver,
+            TaskKind.CALLBACK: CallbackApplier(self.db, self.queue, self.timing),
         }
         reconciler = Reconciler(
             self.db,
@@ -147,6 +151,7 @@ class Container:
             concurrency=concurrency or s.worker_concurrency,
             poll_interval=s.worker_poll_interval,
             periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
+            wakeup=self.wakeup,
         )
         self.wake_event = worker.wake_event
         return worker
@@ -188,6 +193,9 @@ def build(settings: Settings) -> Container:
         confirm=confirm if settings.confirm_callbacks else None,
     )
     receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
+    wakeup = build_wakeup(settings.database_url)
+    if wakeup is not None:
+        notify_on_commit(db, wakeup)
     return Container(
         settings=settings,
         db=db,
@@ -199,4 +207,5 @@ def build(settings: Settings) -> Container:
         timing=timing,
         receiver=receiver,
         archiver=archiver,
+        wakeup=wakeup,
     )

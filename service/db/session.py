@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,10 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def on_commit(self, hook: Callable[[Session], None]) -> None:
+        """Call ``hook`` after every commit of a session made here (tasks/wakeup.py)."""
+        event.listen(self._sessions, "after_commit", hook)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

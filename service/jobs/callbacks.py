@@ -1,25 +1,22 @@
-"""Receiving a provider's webhook: verify, record, acknowledge. Nothing slow happens here."""
+"""Receiving a provider's webhook: verify, parse, record (jobs/ingest.py), acknowledge.
+
+Nothing slow happens here: the job's state machine runs in the worker (jobs/applying.py).
+"""
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from service.db.session import Database
-from service.errors import NotFound, RequestError, Unauthorized
-from service.jobs import records, results
+from service.errors import RequestError, Unauthorized
+from service.jobs import ingest, results
+from service.jobs.ingest import Outcome
 from service.providers.base import Provider
-from service.providers.endpoints import get_endpoint
 from service.security.tokens import verify_webhook_token
 from service.tasks.queue import TaskQueue
-
-
-class Outcome(enum.StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
 
 
 class BadCallback(RequestError):
@@ -52,21 +49,18 @@ class CallbackReceiver:
             raise Unauthorized("invalid webhook token")
 
     def receive(self, provider: str, track_id: str, body: bytes) -> Outcome:
-        try:
-            payload: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadCallback("the callback body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise BadCallback()
+        payload = parse_body(body)
         answer = self.providers[provider].parse_callback(payload)
-        with self.db.transaction() as session:
-            job = records.get_job_by_track_id(session, track_id, for_update=True)
-            if get_endpoint(job.endpoint).provider != provider:
-                raise NotFound("unknown track_id")
-            callback_id = results.store(
-                session, job, answer, source="webhook", digest=results.body_digest(body)
-            )
-            if callback_id is None:
-                return Outcome.DUPLICATE
-            results.apply(session, self.queue, job, answer, callback_id, timing=self.timing)
-        return Outcome.ACCEPTED
+        values = results.callback_values(answer, digest=results.body_digest(body))
+        return ingest.record(self.db, self.queue, provider, track_id, values)
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The callback body as a JSON object, or BadCallback. The one place bodies are parsed."""
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadCallback("the callback body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadCallback()
+    return payload

@@ -50,18 +50,21 @@ def body_digest(body: bytes | Mapping[str, Any]) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def store(
-    session: Session, job: Job, result: ProviderResult, *, source: str, digest: str
-) -> int | None:
-    """Keep the answer; None when this exact answer was already kept (a duplicate)."""
-    values = {
-        "job_id": job.id,
-        "source": source,
+def callback_values(result: ProviderResult, *, digest: str) -> dict[str, Any]:
+    """A callback row's content: the body as received (secrets removed) and its meaning."""
+    return {
         "status": result.status.value,
         "body": redact(dict(result.raw)),
         "result": result_to_json(result),
         "body_sha256": digest,
     }
+
+
+def store(
+    session: Session, job: Job, result: ProviderResult, *, source: str, digest: str
+) -> int | None:
+    """Keep the answer; None when this exact answer was already kept (a duplicate)."""
+    values = {"job_id": job.id, "source": source} | callback_values(result, digest=digest)
     stmt = (
         upsert_insert(session, Callback)
         .values(**values)

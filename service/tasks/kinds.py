@@ -9,3 +9,4 @@ class TaskKind(enum.StrEnum):
     SUBMIT = "submit"  # send a job to its provider
     POLL = "poll"  # ask the provider how a job is doing
     ARCHIVE = "archive"  # download, verify and store a job's images, then the manifest
+    CALLBACK = "callback"  # apply a stored webhook callback to its job (jobs/applying.py)

@@ -22,6 +22,9 @@ from service.db.types import utcnow
 from service.tasks.kinds import TaskKind
 from service.tasks.status import TaskStatus
 
+# The session.info key that tells the after-commit hook (tasks/wakeup.py) to wake workers.
+ENQUEUED = "genvault.tasks_enqueued"
+
 
 @dataclass(frozen=True)
 class ClaimedTask:
@@ -56,6 +59,7 @@ class TaskQueue:
         With ``dedupe_key`` a live task of the same key makes this a no-op. ``revive`` also
         brings a finished (done or failed) task of that key back to the queue, fresh.
         """
+        self.mark_enqueued(session)
         now = utcnow()
         values = {
             "kind": kind,
@@ -94,6 +98,11 @@ class TaskQueue:
             )
         else:
             session.execute(stmt.on_conflict_do_nothing(index_elements=[Task.dedupe_key]))
+
+    @staticmethod
+    def mark_enqueued(session: Session) -> None:
+        """Note that this transaction queued work: its commit wakes the workers (wakeup.py)."""
+        session.info[ENQUEUED] = True
 
     def expedite(self, session: Session, dedupe_key: str, *, within: float) -> None:
         """Make a queued task due now if it would otherwise wait more than ``within`` seconds."""

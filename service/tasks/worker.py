@@ -20,6 +20,7 @@ from service.errors import PermanentError
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
+from service.tasks.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Worker:
         periodic: Sequence[Periodic] = (),
         shutdown_grace: float = 25.0,
         worker_id: str | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -67,6 +69,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.periodic = list(periodic)
         self.shutdown_grace = shutdown_grace
+        self.wakeup = wakeup
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self._held: dict[int, ClaimedTask] = {}
@@ -163,10 +166,20 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
         heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         heartbeat.start()
+        if self.wakeup is not None:
+            # Blocks in the kernel (LISTEN / a socket) and sets wake_event when work is queued.
+            threading.Thread(
+                target=self.wakeup.listen,
+                args=(self.wake_event.set, self.stop_event),
+                name="task-wakeup",
+                daemon=True,
+            ).start()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
         futures: set[Future[None]] = set()
         try:
             while not self.stop_event.is_set():
+                # Cleared before claiming, so a wake-up that arrives during the claim is kept.
+                self.wake_event.clear()
                 self._run_periodic()
                 futures = {f for f in futures if not f.done()}
                 free = self.concurrency - len(futures)
@@ -178,7 +191,6 @@ class Worker:
                 if not claimed or len(claimed) == free:
                     # Idle or full: sleep until new work, a free slot, a stop, or the interval.
                     self.wake_event.wait(self.poll_interval)
-                    self.wake_event.clear()
         finally:
             self._drain(pool)
             log.info("worker stopped", extra={"worker_id": self.id})
