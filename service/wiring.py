@@ -24,6 +24,7 @@ from service.fetch.policy import AddressPolicy, HostPolicy
 from service.jobs.applying import CallbackApplier
 from service.jobs.callbacks import CallbackReceiver
 from service.jobs.failures import GiveUp
+from service.jobs.ingest import WebhookIngest
 from service.jobs.polling import Poller, Reconciler
 from service.jobs.results import PollTiming
 from service.jobs.submission import Submitter
@@ -158,6 +159,7 @@ class Container:
 
     def close(self) -> None:
         self.http.close()
+        self.receiver.ingest.engine.dispose()
         self.db.dispose()
 
 
@@ -192,10 +194,22 @@ def build(settings: Settings) -> Container:
         nsfw_policy=settings.nsfw_policy,
         confirm=confirm if settings.confirm_callbacks else None,
     )
-    receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
     wakeup = build_wakeup(settings.database_url)
     if wakeup is not None:
         notify_on_commit(db, wakeup)
+    receiver = CallbackReceiver(
+        WebhookIngest(
+            # Its own pool, autocommit and without pre-ping: the webhook's write is one round
+            # trip (jobs/ingest.py). SQLite is in process: the one engine serves.
+            make_engine(settings.database_url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+            if db.dialect != "sqlite"
+            else db.engine,
+            settings.task_max_attempts,
+            on_queued=wakeup.notify if wakeup is not None else lambda: None,
+        ),
+        providers,
+        settings.secret,
+    )
     return Container(
         settings=settings,
         db=db,

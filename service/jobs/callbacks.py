@@ -10,13 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.db.session import Database
 from service.errors import RequestError, Unauthorized
-from service.jobs import ingest, results
-from service.jobs.ingest import Outcome
+from service.jobs import results
+from service.jobs.ingest import Outcome, WebhookIngest
 from service.providers.base import Provider
 from service.security.tokens import verify_webhook_token
-from service.tasks.queue import TaskQueue
 
 
 class BadCallback(RequestError):
@@ -35,11 +33,9 @@ class CallbackTooLarge(RequestError):
 
 @dataclass
 class CallbackReceiver:
-    db: Database
-    queue: TaskQueue
+    ingest: WebhookIngest
     providers: Mapping[str, Provider]
     secret: bytes
-    timing: results.PollTiming
 
     def authenticate(self, provider: str, track_id: str, token: str | None) -> None:
         # Checked before the body is even read: an unauthenticated caller costs us nothing.
@@ -52,7 +48,7 @@ class CallbackReceiver:
         payload = parse_body(body)
         answer = self.providers[provider].parse_callback(payload)
         values = results.callback_values(answer, digest=results.body_digest(body))
-        return ingest.record(self.db, self.queue, provider, track_id, values)
+        return self.ingest.record(provider, track_id, values)
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

@@ -4,47 +4,37 @@ The provider waits on the webhook, so the request does the least that keeps the 
 "answered 200 means kept": one INSERT of the callback and of a ``callback`` task, committed
 together. The job's state machine runs later, in the worker (jobs/applying.py).
 
-On PostgreSQL this is a single statement: data-modifying CTEs insert the callback (ON
-CONFLICT DO NOTHING makes a retried body a no-op) and, only for a new row, its task; the
-trigger on ``tasks`` (migration 0004) sends the NOTIFY that wakes the workers, in the same
-transaction. SQLite has no data-modifying CTEs: there it is two statements in one
-transaction, which costs no extra round trip (the database is in process), and the commit
-wakes the workers through tasks/wakeup.py.
+On PostgreSQL this is a single statement in autocommit mode, one round trip: data-modifying
+CTEs insert the callback (ON CONFLICT DO NOTHING makes a retried body a no-op) and, only
+for a new row, its task; the trigger on ``tasks`` (migration 0004) sends the NOTIFY that
+wakes the workers, in the same transaction. SQLite has no data-modifying CTEs: there it is
+two statements in one transaction (no extra round trip: the database is in process), and
+``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
+
+Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
+of the hot path, and SQLAlchemy's per-execution work (execution context, bind and result
+processing) cost more CPU than the rest of the request together (bench/ingest.py). The
+columns are those of db/models.py; tests/integration/test_ingest.py reads the rows back
+through the ORM on both databases.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from functools import cache
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from service.db.models import Callback, Job, Task
-from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import NotFound
 from service.providers.endpoints import ENDPOINTS
-from service.tasks.kinds import TaskKind
-from service.tasks.queue import TaskQueue
-from service.tasks.status import TaskStatus
 
 SOURCE = "webhook"
-_CALLBACK_COLUMNS = ("job_id", "source", "status", "body", "result", "body_sha256", "received_at")
-_TASK_COLUMNS = (
-    "kind",
-    "job_id",
-    "payload",
-    "status",
-    "attempts",
-    "max_attempts",
-    "run_after",
-    "created_at",
-    "updated_at",
-)
 
 
 class Outcome(enum.StrEnum):
@@ -52,138 +42,142 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
 
 
-@cache
-def _endpoints_of(provider: str) -> tuple[str, ...]:
+# The literals are SOURCE, TaskKind.CALLBACK and TaskStatus.QUEUED (a test checks them).
+_POSTGRES = """
+WITH job AS (
+    SELECT id FROM jobs
+    WHERE track_id = %(track_id)s AND endpoint = ANY(%(endpoints)s)
+), stored AS (
+    INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
+    SELECT id, 'webhook', %(status)s, CAST(%(body)s AS json), CAST(%(result)s AS json),
+           %(body_sha256)s, %(now)s
+    FROM job
+    ON CONFLICT (job_id, source, body_sha256) DO NOTHING
+    RETURNING id, job_id
+), queued AS (
+    INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
+                       run_after, created_at, updated_at)
+    SELECT 'callback', job_id, json_build_object('callback_id', id),
+           'queued', 0, %(max_attempts)s, %(now)s, %(now)s, %(now)s
+    FROM stored
+    RETURNING id
+)
+-- The CTEs run whatever this reads; it reads whether the job exists (an unknown track_id
+-- is not a duplicate) and the new callback's id, if there is one.
+SELECT EXISTS (SELECT 1 FROM job), (SELECT id FROM stored), (SELECT count(*) FROM queued)
+"""
+
+_SQLITE_STORE = """
+INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
+SELECT id, 'webhook', :status, :body, :result, :body_sha256, :now
+FROM jobs
+WHERE track_id = :track_id AND endpoint IN (SELECT value FROM json_each(:endpoints))
+ON CONFLICT (job_id, source, body_sha256) DO NOTHING
+RETURNING id, job_id
+"""
+_SQLITE_QUEUE = """
+INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
+                   run_after, created_at, updated_at)
+VALUES ('callback', :job_id, :payload, 'queued', 0,
+        :max_attempts, :now, :now, :now)
+"""
+_SQLITE_KNOWN = """
+SELECT 1 FROM jobs
+WHERE track_id = :track_id AND endpoint IN (SELECT value FROM json_each(:endpoints))
+"""
+
+
+def _endpoints_of(provider: str) -> list[str]:
     # A track_id only answers to the provider its job was sent to.
-    return tuple(name for name, spec in ENDPOINTS.items() if spec.provider == provider)
+    return [name for name, spec in ENDPOINTS.items() if spec.provider == provider]
 
 
-def _bound(column: Any, value: Any) -> ColumnElement[Any]:
-    """A bind parameter with the column's type (JSON, UTC datetimes), for INSERT ... SELECT."""
-    return literal(value, column.type)
+@dataclass
+class WebhookIngest:
+    """Records callbacks for the webhook view.
 
-
-def _callback_select(provider: str, track_id: str, values: dict[str, Any], now: datetime) -> Any:
-    cols = Callback.__table__.c
-    return select(
-        Job.id,
-        _bound(cols.source, SOURCE),
-        _bound(cols.status, values["status"]),
-        _bound(cols.body, values["body"]),
-        _bound(cols.result, values["result"]),
-        _bound(cols.body_sha256, values["body_sha256"]),
-        _bound(cols.received_at, now),
-    ).where(Job.track_id == track_id, Job.endpoint.in_(_endpoints_of(provider)))
-
-
-def _task_values(queue: TaskQueue, now: datetime) -> dict[str, Any]:
-    return {
-        "kind": TaskKind.CALLBACK.value,
-        "status": TaskStatus.QUEUED.value,
-        "attempts": 0,
-        "max_attempts": queue.default_max_attempts,
-        "run_after": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def record(
-    db: Database,
-    queue: TaskQueue,
-    provider: str,
-    track_id: str,
-    values: dict[str, Any],
-) -> Outcome:
-    """Keep the callback and queue its application; NotFound for an unknown track_id.
-
-    ``values`` are the callback row's status, body (redacted), result and body_sha256.
+    ``engine`` is this writer's own: on PostgreSQL made with AUTOCOMMIT and without pool
+    pre-ping (a dropped connection is retried once instead, saving a round trip a request).
     """
-    now = utcnow()
-    with db.transaction() as session:
-        if db.dialect == "postgresql":
-            known, callback_id = _record_postgres(session, queue, provider, track_id, values, now)
-        else:
-            known, callback_id = _record_sqlite(session, queue, provider, track_id, values, now)
-        if callback_id is not None:
-            queue.mark_enqueued(session)
-    if not known:
-        raise NotFound("unknown track_id")
-    return Outcome.ACCEPTED if callback_id is not None else Outcome.DUPLICATE
+
+    engine: Engine
+    max_attempts: int
+    on_queued: Callable[[], None] = lambda: None
+
+    def record(self, provider: str, track_id: str, values: dict[str, Any]) -> Outcome:
+        """Keep the callback and queue its application; NotFound for an unknown track_id.
+
+        ``values`` are the callback row's status, body (redacted), result and body_sha256.
+        """
+        params = {
+            "track_id": track_id,
+            "endpoints": _endpoints_of(provider),
+            "status": values["status"],
+            "body": json.dumps(values["body"]),
+            "result": json.dumps(values["result"]),
+            "body_sha256": values["body_sha256"],
+            "max_attempts": self.max_attempts,
+        }
+        try:
+            known, callback_id = self._write(params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # A connection the database dropped (a restart): the pool is refreshed; once more.
+            known, callback_id = self._write(params)
+        if not known:
+            raise NotFound("unknown track_id")
+        if callback_id is None:
+            return Outcome.DUPLICATE
+        self.on_queued()
+        return Outcome.ACCEPTED
+
+    def _write(self, params: dict[str, Any]) -> tuple[bool, int | None]:
+        with self.engine.connect() as conn:
+            dbapi: Any = conn.connection.dbapi_connection
+            try:
+                if self.engine.dialect.name == "postgresql":
+                    return _write_postgres(dbapi, params)
+                return _write_sqlite(dbapi, params)
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                # Let SQLAlchemy classify it (a disconnect invalidates the pool) and wrap it.
+                conn._handle_dbapi_exception(exc, "ingest", {}, None, None)
+                raise
 
 
-def _record_postgres(
-    session: Session,
-    queue: TaskQueue,
-    provider: str,
-    track_id: str,
-    values: dict[str, Any],
-    now: datetime,
-) -> tuple[bool, int | None]:
-    source = _callback_select(provider, track_id, values, now)
-    stored = (
-        postgresql.insert(Callback)
-        .from_select(list(_CALLBACK_COLUMNS), source)
-        .on_conflict_do_nothing(index_elements=["job_id", "source", "body_sha256"])
-        .returning(Callback.id, Callback.job_id)
-        .cte("stored")
-    )
-    tv = _task_values(queue, now)
-    tcols = Task.__table__.c
-    queued = (
-        insert(Task)
-        .from_select(
-            list(_TASK_COLUMNS),
-            select(
-                _bound(tcols.kind, tv["kind"]),
-                stored.c.job_id,
-                func.json_build_object("callback_id", stored.c.id),
-                *(_bound(tcols[k], tv[k]) for k in _TASK_COLUMNS[3:]),
-            ),
-        )
-        .returning(Task.id)
-        .cte("queued")
-    )
-    # Both CTEs run whatever the outer query reads; it reads whether the job exists (to tell
-    # an unknown track_id from a duplicate) and the new callback's id, if any.
-    known = select(Job.id).where(
-        Job.track_id == track_id, Job.endpoint.in_(_endpoints_of(provider))
-    )
-    row = session.execute(
-        select(
-            known.exists().label("known"),
-            select(stored.c.id).scalar_subquery().label("callback_id"),
-            select(func.count()).select_from(queued).scalar_subquery().label("tasks"),
-        )
-    ).one()
-    return bool(row.known), row.callback_id
+def _write_postgres(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | None]:
+    # The connection is in autocommit mode: this one statement is one transaction.
+    with dbapi.cursor() as cur:
+        cur.execute(_POSTGRES, params | {"now": utcnow()})
+        known, callback_id, _tasks = cur.fetchone()
+    return bool(known), callback_id
 
 
-def _record_sqlite(
-    session: Session,
-    queue: TaskQueue,
-    provider: str,
-    track_id: str,
-    values: dict[str, Any],
-    now: datetime,
-) -> tuple[bool, int | None]:
-    stored = session.execute(
-        sqlite.insert(Callback)
-        .from_select(list(_CALLBACK_COLUMNS), _callback_select(provider, track_id, values, now))
-        .on_conflict_do_nothing(index_elements=["job_id", "source", "body_sha256"])
-        .returning(Callback.id, Callback.job_id)
-    ).one_or_none()
-    if stored is None:
-        # No row: a duplicate or an unknown track_id (the rare paths) - one read tells which.
-        known = session.execute(
-            select(Job.id).where(
-                Job.track_id == track_id, Job.endpoint.in_(_endpoints_of(provider))
-            )
-        ).first()
-        return known is not None, None
-    task = _task_values(queue, now) | {
-        "job_id": stored.job_id,
-        "payload": {"callback_id": stored.id},
+def _write_sqlite(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | None]:
+    # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
+    # as everywhere else, takes the write lock up front.
+    params = params | {
+        "endpoints": json.dumps(params["endpoints"]),
+        # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
+        "now": utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
     }
-    session.execute(insert(Task).values(**task))
-    return True, int(stored.id)
+    cur = dbapi.cursor()
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            stored = cur.execute(_SQLITE_STORE, params).fetchone()
+            if stored is None:
+                # A duplicate or an unknown track_id (the rare paths): one read tells which.
+                known = cur.execute(_SQLITE_KNOWN, params).fetchone() is not None
+                cur.execute("ROLLBACK")
+                return known, None
+            payload = json.dumps({"callback_id": stored[0]})
+            cur.execute(_SQLITE_QUEUE, params | {"job_id": stored[1], "payload": payload})
+            cur.execute("COMMIT")
+        except BaseException:
+            if dbapi.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+    finally:
+        cur.close()
+    return True, int(stored[0])
