@@ -160,6 +160,8 @@ class Container:
     def close(self) -> None:
         self.http.close()
         self.receiver.ingest.engine.dispose()
+        if self.wakeup is not None:
+            self.wakeup.close()
         self.db.dispose()
 
 

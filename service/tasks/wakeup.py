@@ -44,7 +44,13 @@ class Wakeup(Protocol):
         """Tell every listening worker that work was queued (after the commit)."""
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
-        """Call ``on_wake`` at each notification until ``stop`` is set (blocks: a thread)."""
+        """Call ``on_wake`` at each notification until ``stop`` is set (blocks: a thread).
+
+        Also once as soon as it listens, for what was queued before.
+        """
+
+    def close(self) -> None:
+        """Free what notify() holds."""
 
 
 class PostgresWakeup:
@@ -57,6 +63,9 @@ class PostgresWakeup:
 
     def notify(self) -> None:
         """Nothing to do: the trigger notified inside the enqueuing transaction."""
+
+    def close(self) -> None:
+        pass
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         import psycopg
@@ -113,6 +122,12 @@ class SocketDirWakeup:
                         # Its worker died without cleaning up: remove the stale socket.
                         Path(entry.path).unlink(missing_ok=True)
 
+    def close(self) -> None:
+        with self._lock:
+            if self._sender is not None:
+                self._sender.close()
+                self._sender = None
+
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
@@ -120,6 +135,7 @@ class SocketDirWakeup:
         try:
             sock.bind(str(path))
             sock.setblocking(False)
+            on_wake()  # whatever was queued before we were listening
             while not stop.is_set():
                 readable, _, _ = select.select([sock], [], [], _STOP_CHECK_SECONDS)
                 if not readable:
