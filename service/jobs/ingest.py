@@ -49,8 +49,15 @@ WITH job AS (
 ), stored AS (
     INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
     SELECT id, 'webhook', %(status)s, CAST(%(body)s AS json), CAST(%(result)s AS json),
-           %(body_sha256)s, %(now)s
+           CAST(%(body_sha256)s AS text), %(now)s
     FROM job
+    -- A known duplicate is not even attempted: a speculative insert writes WAL, and WAL
+    -- means a flush at commit, which made duplicates cost as much as new callbacks.
+    WHERE NOT EXISTS (
+        SELECT 1 FROM callbacks c
+        WHERE c.job_id = job.id AND c.source = 'webhook'
+          AND c.body_sha256 = CAST(%(body_sha256)s AS text)
+    )
     ON CONFLICT (job_id, source, body_sha256) DO NOTHING
     RETURNING id, job_id
 ), queued AS (
@@ -66,23 +73,24 @@ WITH job AS (
 SELECT EXISTS (SELECT 1 FROM job), (SELECT id FROM stored), (SELECT count(*) FROM queued)
 """
 
-_SQLITE_STORE = """
-INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
-SELECT id, 'webhook', :status, :body, :result, :body_sha256, :now
+_SQLITE_LOOKUP = """
+SELECT id, EXISTS (
+    SELECT 1 FROM callbacks c
+    WHERE c.job_id = jobs.id AND c.source = 'webhook' AND c.body_sha256 = :body_sha256
+)
 FROM jobs
 WHERE track_id = :track_id AND endpoint IN (SELECT value FROM json_each(:endpoints))
+"""
+_SQLITE_STORE = """
+INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
+VALUES (:job_id, 'webhook', :status, :body, :result, :body_sha256, :now)
 ON CONFLICT (job_id, source, body_sha256) DO NOTHING
-RETURNING id, job_id
+RETURNING id
 """
 _SQLITE_QUEUE = """
 INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
                    run_after, created_at, updated_at)
-VALUES ('callback', :job_id, :payload, 'queued', 0,
-        :max_attempts, :now, :now, :now)
-"""
-_SQLITE_KNOWN = """
-SELECT 1 FROM jobs
-WHERE track_id = :track_id AND endpoint IN (SELECT value FROM json_each(:endpoints))
+VALUES ('callback', :job_id, :payload, 'queued', 0, :max_attempts, :now, :now, :now)
 """
 
 
@@ -157,8 +165,6 @@ def _write_postgres(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | Non
 
 
 def _write_sqlite(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | None]:
-    # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
-    # as everywhere else, takes the write lock up front.
     params = params | {
         "endpoints": json.dumps(params["endpoints"]),
         # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
@@ -166,16 +172,24 @@ def _write_sqlite(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | None]
     }
     cur = dbapi.cursor()
     try:
+        # Unknown track_ids and duplicates are answered from a read, which in WAL mode takes
+        # no lock: only a new callback queues for the one writer.
+        found = cur.execute(_SQLITE_LOOKUP, params).fetchone()
+        if found is None:
+            return False, None
+        job_id, duplicate = found
+        if duplicate:
+            return True, None
+        # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
+        # as everywhere else, takes the write lock up front.
         cur.execute("BEGIN IMMEDIATE")
         try:
-            stored = cur.execute(_SQLITE_STORE, params).fetchone()
-            if stored is None:
-                # A duplicate or an unknown track_id (the rare paths): one read tells which.
-                known = cur.execute(_SQLITE_KNOWN, params).fetchone() is not None
+            stored = cur.execute(_SQLITE_STORE, params | {"job_id": job_id}).fetchone()
+            if stored is None:  # the same body, stored by another request since the read
                 cur.execute("ROLLBACK")
-                return known, None
+                return True, None
             payload = json.dumps({"callback_id": stored[0]})
-            cur.execute(_SQLITE_QUEUE, params | {"job_id": stored[1], "payload": payload})
+            cur.execute(_SQLITE_QUEUE, params | {"job_id": job_id, "payload": payload})
             cur.execute("COMMIT")
         except BaseException:
             if dbapi.in_transaction:
