@@ -17,6 +17,7 @@ from types import FrameType
 
 from service import metrics
 from service.errors import PermanentError
+from service.tasks.completions import CompletionBatcher
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
@@ -76,6 +77,9 @@ class Worker:
         self._lock = threading.Lock()
         self.wake_event = threading.Event()
         self._next_periodic = {p.name: 0.0 for p in self.periodic}
+        # Tasks finishing together are recorded done in one write (tasks/completions.py).
+        self._completions = CompletionBatcher(queue, self.id)
+        self._claim_batch = max(1, concurrency // 4)
 
     @property
     def in_flight(self) -> int:
@@ -105,7 +109,7 @@ class Worker:
                 outcome = "rescheduled"
                 self.queue.reschedule(task, self.id, answer.delay)
             else:
-                self.queue.complete(task, self.id)
+                self._completions.complete(task)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
             outcome = self._record_failure(task, exc)
         finally:
@@ -176,6 +180,7 @@ class Worker:
             ).start()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
         futures: set[Future[None]] = set()
+        backlog = False
         try:
             while not self.stop_event.is_set():
                 # Cleared before claiming, so a wake-up that arrives during the claim is kept.
@@ -183,7 +188,13 @@ class Worker:
                 self._run_periodic()
                 futures = {f for f in futures if not f.done()}
                 free = self.concurrency - len(futures)
+                if backlog and free < self._claim_batch:
+                    # A backlog waits anyway: claim it a batch at a time (each claim is a
+                    # durable commit) rather than one slot at a time as each task ends.
+                    self.wake_event.wait(self.poll_interval)
+                    continue
                 claimed = self._claim_safely(free)
+                backlog = len(claimed) == free
                 for task in claimed:
                     with self._lock:
                         self._held[task.id] = task
