@@ -8,12 +8,14 @@ on SQLite, ``BEGIN IMMEDIATE`` (see db.session) serialises claims instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from service.db.models import Task
@@ -150,8 +152,8 @@ class TaskQueue:
             )
             .execution_options(synchronize_session=False)
         )
-        with self.db.transaction() as session:
-            rows = session.execute(stmt).all()
+        with self._one_statement() as conn:
+            rows = conn.execute(stmt).all()
         return sorted(
             (
                 ClaimedTask(r.id, TaskKind(r.kind), r.job_id, r.attempts, r.max_attempts, r.payload)
@@ -159,6 +161,20 @@ class TaskQueue:
             ),
             key=lambda t: t.id,
         )
+
+    @contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """A connection for a statement that is a transaction by itself (a claim).
+
+        On PostgreSQL in autocommit mode: one round trip instead of BEGIN, it, COMMIT, and
+        just as atomic. On SQLite a transaction as everywhere (BEGIN IMMEDIATE).
+        """
+        if self.db.dialect == "postgresql":
+            with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                yield c
+        else:
+            with self.db.engine.begin() as c:
+                yield c
 
     def _finish(self, task: ClaimedTask, worker_id: str, **values: Any) -> bool:
         # Only the lease holder may settle a task: if our lease ran out and another worker
