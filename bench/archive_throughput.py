@@ -10,6 +10,7 @@ S3 in server mode. In the same run it times, in images per second:
     default worker_concurrency is 4)
 
     .venv/bin/python bench/archive_throughput.py [--jobs 8] [--images 4] [--concurrency 4]
+    .venv/bin/python bench/archive_throughput.py --root /path/to/other/checkout  # that code
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
     args = parser.parse_args()
+    sys.path.insert(0, str(args.root.resolve()))  # its service package first
 
     n = args.jobs * args.images
     with (
