@@ -6,15 +6,14 @@ together. The job's state machine runs later, in the worker (jobs/applying.py).
 
 On PostgreSQL this is a single statement in autocommit mode, one round trip: data-modifying
 CTEs insert the callback (ON CONFLICT DO NOTHING makes a retried body a no-op) and, only
-for a new row, its task; the trigger on ``tasks`` (migration 0004) sends the NOTIFY that
-wakes the workers, in the same transaction. SQLite has no data-modifying CTEs: there it is
-two statements in one transaction (no extra round trip: the database is in process), and
+for a new row, its task. SQLite has no data-modifying CTEs: there it is two statements in
+one transaction (no extra round trip: the database is in process). Either way
 ``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
 
 Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
 of the hot path, and SQLAlchemy's per-execution work (execution context, bind and result
 processing) cost more CPU than the rest of the request together (bench/ingest.py). The
-columns are those of db/models.py; tests/integration/test_ingest.py reads the rows back
+columns are those of db/models.py; tests/integration/test_speed.py reads the rows back
 through the ORM on both databases.
 """
 

@@ -3,12 +3,13 @@
 A worker sleeps between claims (``worker_poll_interval``, the safety net). A Wakeup cuts
 that sleep short when a transaction that queued a task commits:
 
-- PostgreSQL: the trigger on ``tasks`` (migration 0004) runs ``pg_notify`` in the very
-  transaction that queues the task, so the notification is sent exactly when it commits;
-  each worker has one connection LISTENing on the channel.
+- PostgreSQL: each worker has one connection LISTENing on a channel; a commit that queued
+  a task (see TaskQueue.mark_enqueued) has a NOTIFY sent right after it.
 - SQLite: each worker binds a Unix datagram socket in a directory named after the database
-  file; a commit that queued a task (see TaskQueue.mark_enqueued) sends one byte to every
-  socket there. Both sides block in the kernel: nothing polls while idle.
+  file; a commit that queued a task sends one byte to every socket there.
+
+Both sides block in the kernel: nothing polls while idle. The notification follows the
+commit, so a woken worker always finds the task.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import select
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -54,18 +56,59 @@ class Wakeup(Protocol):
 
 
 class PostgresWakeup:
-    """LISTEN on a dedicated connection; the NOTIFY itself is sent by the tasks trigger."""
+    """NOTIFY after the commit, from one background connection; LISTEN in each worker.
+
+    Not a trigger, nor NOTIFY inside the enqueuing transaction: PostgreSQL serialises the
+    commits of notifying transactions on one global lock, held through the WAL flush, which
+    defeated group commit and capped webhook ingest at one flush at a time (bench/ingest.py).
+    notify() only sets a flag: one thread per process sends the NOTIFY, so a burst of commits
+    costs one notification per round trip, not one each.
+    """
 
     def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
         # psycopg wants a libpq URL, without SQLAlchemy's "+driver".
         self.conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
         self.channel = channel
+        self._wanted = threading.Event()
+        self._closed = False
+        self._sender: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def notify(self) -> None:
-        """Nothing to do: the trigger notified inside the enqueuing transaction."""
+        self._wanted.set()
+        if self._sender is None:
+            with self._lock:
+                if self._sender is None and not self._closed:
+                    self._sender = threading.Thread(
+                        target=self._send_forever, name="task-notify", daemon=True
+                    )
+                    self._sender.start()
 
     def close(self) -> None:
-        pass
+        self._closed = True
+        self._wanted.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+
+    def _send_forever(self) -> None:
+        import psycopg
+
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            self._wanted.wait()
+            if self._closed:
+                break
+            self._wanted.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+            except Exception as exc:  # noqa: BLE001 - workers still poll; try again later
+                log.warning("waking workers failed: %s", exc)
+                conn = None
+                time.sleep(0.5)
+        if conn is not None:
+            conn.close()
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         import psycopg
@@ -161,7 +204,7 @@ def build_wakeup(database_url: str) -> Wakeup | None:
 
 
 def notify_on_commit(db: Database, wakeup: Wakeup) -> None:
-    """After a commit that queued a task, wake the workers (SQLite; PostgreSQL's is in SQL)."""
+    """After a commit that queued a task, wake the workers."""
 
     def after_commit(session: Session) -> None:
         if session.info.pop(ENQUEUED, False):

@@ -174,7 +174,7 @@ def test_a_worker_in_another_process_wakes_when_a_task_is_queued(
 ) -> None:
     wakeup = build_wakeup(database_url)
     assert wakeup is not None
-    notify_on_commit(db, wakeup)  # as wiring.build does (SQLite; PostgreSQL's is a trigger)
+    notify_on_commit(db, wakeup)  # as wiring.build does
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
     out = tmp_path / "worker.out"
     proc = _spawn(database_url, out, "wake", os.environ.copy())
