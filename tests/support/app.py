@@ -14,7 +14,6 @@ from service.app import create_app
 from service.config import Settings, load_settings
 from service.db.migrate import upgrade
 from service.db.models import Task
-from service.jobs.applying import CallbackApplier
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask
 from service.tasks.status import TaskStatus
@@ -61,6 +60,8 @@ def apply_callbacks(c: Container) -> int:
 
     Only those: a test's queued submit task must not be sent anywhere.
     """
+    from service.jobs.applying import CallbackApplier  # here: benches import this module too
+
     applier = CallbackApplier(c.db, c.queue, c.timing)
     with c.db.transaction() as s:
         rows = s.execute(
