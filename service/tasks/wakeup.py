@@ -14,6 +14,7 @@ commit, so a woken worker always finds the task.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -192,6 +193,8 @@ class SocketDirWakeup:
         finally:
             sock.close()
             path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only when no other worker listens there
 
 
 def build_wakeup(database_url: str) -> Wakeup | None:

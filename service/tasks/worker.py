@@ -170,14 +170,16 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
         heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         heartbeat.start()
+        listener = None
         if self.wakeup is not None:
             # Blocks in the kernel (LISTEN / a socket) and sets wake_event when work is queued.
-            threading.Thread(
+            listener = threading.Thread(
                 target=self.wakeup.listen,
                 args=(self.wake_event.set, self.stop_event),
                 name="task-wakeup",
                 daemon=True,
-            ).start()
+            )
+            listener.start()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
         futures: set[Future[None]] = set()
         backlog = False
@@ -204,6 +206,8 @@ class Worker:
                     self.wake_event.wait(self.poll_interval)
         finally:
             self._drain(pool)
+            if listener is not None:
+                listener.join(timeout=2)  # it sees the stop within a second and cleans up
             log.info("worker stopped", extra={"worker_id": self.id})
 
     def _claim_safely(self, limit: int) -> list[ClaimedTask]:
