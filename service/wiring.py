@@ -24,8 +24,10 @@ from service.events.delivery import Deliverer
 from service.events.sender import Sender
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
+from service.jobs.applying import CallbackApplier
 from service.jobs.callbacks import CallbackReceiver
 from service.jobs.failures import GiveUp
+from service.jobs.ingest import WebhookIngest
 from service.jobs.polling import Poller, Reconciler
 from service.jobs.results import PollTiming
 from service.jobs.submission import Submitter
@@ -42,6 +44,7 @@ from service.storage.url import parse_archive_url
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 from service.tasks.retry_policy import RetryPolicy
+from service.tasks.wakeup import Wakeup, build_wakeup, notify_on_commit
 from service.tasks.worker import Handler, Periodic, Worker
 
 
@@ -115,6 +118,7 @@ class Container:
     archiver: Archiver
     inline_inputs: InlineInputs
     workdir: Path | None = None
+    wakeup: Wakeup | None = None
     # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
     wake_event: threading.Event | None = field(default=None, repr=False)
 
@@ -152,6 +156,7 @@ class Container:
                 endpoint_concurrency=s.events_endpoint_concurrency,
                 presign_expires=s.presign_expires_seconds,
             ),
+            TaskKind.CALLBACK: CallbackApplier(self.db, self.queue, self.timing),
         }
         reconciler = Reconciler(
             self.db,
@@ -170,12 +175,16 @@ class Container:
             poll_interval=s.worker_poll_interval,
             periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
             abandon_writes=abandon_writes,
+            wakeup=self.wakeup,
         )
         self.wake_event = worker.wake_event
         return worker
 
     def close(self) -> None:
         self.http.close()
+        self.receiver.ingest.engine.dispose()
+        if self.wakeup is not None:
+            self.wakeup.close()
         self.db.dispose()
 
 
@@ -212,7 +221,22 @@ def build(settings: Settings) -> Container:
         confirm=confirm if settings.confirm_callbacks else None,
         thumbnailer=Thumbnailer(db, store, max_pixels=settings.max_image_pixels),
     )
-    receiver = CallbackReceiver(db, queue, providers, settings.secret, timing)
+    wakeup = build_wakeup(settings.database_url)
+    if wakeup is not None:
+        notify_on_commit(db, wakeup)
+    receiver = CallbackReceiver(
+        WebhookIngest(
+            # Its own pool, autocommit and without pre-ping: the webhook's write is one round
+            # trip (jobs/ingest.py). SQLite is in process: the one engine serves.
+            make_engine(settings.database_url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+            if db.dialect != "sqlite"
+            else db.engine,
+            settings.task_max_attempts,
+            on_queued=wakeup.notify if wakeup is not None else lambda: None,
+        ),
+        providers,
+        settings.secret,
+    )
     inline_inputs = InlineInputs(
         db, store, archiver.inputs, url_expires=settings.presign_expires_seconds
     )
@@ -228,4 +252,5 @@ def build(settings: Settings) -> Container:
         receiver=receiver,
         archiver=archiver,
         inline_inputs=inline_inputs,
+        wakeup=wakeup,
     )

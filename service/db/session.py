@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = {"connect_timeout": 5, **kwargs.pop("connect_args", {})}
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        return create_engine(url, **({"pool_pre_ping": True} | kwargs))
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,10 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def on_commit(self, hook: Callable[[Session], None]) -> None:
+        """Call ``hook`` after every commit of a session made here (tasks/wakeup.py)."""
+        event.listen(self._sessions, "after_commit", hook)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

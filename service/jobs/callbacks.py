@@ -1,25 +1,20 @@
-"""Receiving a provider's webhook: verify, record, acknowledge. Nothing slow happens here."""
+"""Receiving a provider's webhook: verify, parse, record (jobs/ingest.py), acknowledge.
+
+Nothing slow happens here: the job's state machine runs in the worker (jobs/applying.py).
+"""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from service.api import json_body
-from service.db.session import Database
-from service.errors import NotFound, RequestError, Unauthorized
-from service.jobs import records, results
+from service.errors import RequestError, Unauthorized
+from service.jobs import results
+from service.jobs.ingest import Outcome, WebhookIngest
 from service.providers.base import Provider
-from service.providers.endpoints import get_endpoint
 from service.security.tokens import verify_webhook_token
-from service.tasks.queue import TaskQueue
-
-
-class Outcome(enum.StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
 
 
 class BadCallback(RequestError):
@@ -38,11 +33,9 @@ class CallbackTooLarge(RequestError):
 
 @dataclass
 class CallbackReceiver:
-    db: Database
-    queue: TaskQueue
+    ingest: WebhookIngest
     providers: Mapping[str, Provider]
     secret: bytes
-    timing: results.PollTiming
 
     def authenticate(self, provider: str, track_id: str, token: str | None) -> None:
         # Checked before the body is even read: an unauthenticated caller costs us nothing.
@@ -52,18 +45,19 @@ class CallbackReceiver:
             raise Unauthorized("invalid webhook token")
 
     def receive(self, provider: str, track_id: str, body: bytes) -> Outcome:
-        payload: Any = json_body.loads(body)  # BadJson (400) for NaN, deep nesting, bad JSON
-        if not isinstance(payload, dict):
-            raise BadCallback()
+        payload = parse_body(body)
         answer = self.providers[provider].parse_callback(payload)
-        with self.db.transaction() as session:
-            job = records.get_job_by_track_id(session, track_id, for_update=True)
-            if get_endpoint(job.endpoint).provider != provider:
-                raise NotFound("unknown track_id")
-            callback_id = results.store(
-                session, job, answer, source="webhook", digest=results.body_digest(body)
-            )
-            if callback_id is None:
-                return Outcome.DUPLICATE
-            results.apply(session, self.queue, job, answer, callback_id, timing=self.timing)
-        return Outcome.ACCEPTED
+        values = results.callback_values(answer, digest=results.body_digest(body))
+        return self.ingest.record(provider, track_id, values)
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The callback body as a JSON object. The one place bodies are parsed.
+
+    BadJson (400) for malformed JSON, NaN/Infinity or nesting past the cap; BadCallback for
+    valid JSON that is not an object.
+    """
+    payload: Any = json_body.loads(body)
+    if not isinstance(payload, dict):
+        raise BadCallback()
+    return payload

@@ -8,12 +8,14 @@ on SQLite, ``BEGIN IMMEDIATE`` (see db.session) serialises claims instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from service.db.models import Task
@@ -21,6 +23,9 @@ from service.db.session import Database, upsert_insert
 from service.db.types import utcnow
 from service.tasks.kinds import TaskKind
 from service.tasks.status import TaskStatus
+
+# The session.info key that tells the after-commit hook (tasks/wakeup.py) to wake workers.
+ENQUEUED = "genvault.tasks_enqueued"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class TaskQueue:
         With ``dedupe_key`` a live task of the same key makes this a no-op. ``revive`` also
         brings a finished (done or failed) task of that key back to the queue, fresh.
         """
+        self.mark_enqueued(session)
         now = utcnow()
         values = {
             "kind": kind,
@@ -94,6 +100,11 @@ class TaskQueue:
             )
         else:
             session.execute(stmt.on_conflict_do_nothing(index_elements=[Task.dedupe_key]))
+
+    @staticmethod
+    def mark_enqueued(session: Session) -> None:
+        """Note that this transaction queued work: its commit wakes the workers (wakeup.py)."""
+        session.info[ENQUEUED] = True
 
     def expedite(self, session: Session, dedupe_key: str, *, within: float) -> None:
         """Make a queued task due now if it would otherwise wait more than ``within`` seconds."""
@@ -141,8 +152,8 @@ class TaskQueue:
             )
             .execution_options(synchronize_session=False)
         )
-        with self.db.transaction() as session:
-            rows = session.execute(stmt).all()
+        with self._one_statement() as conn:
+            rows = conn.execute(stmt).all()
         return sorted(
             (
                 ClaimedTask(r.id, TaskKind(r.kind), r.job_id, r.attempts, r.max_attempts, r.payload)
@@ -150,6 +161,20 @@ class TaskQueue:
             ),
             key=lambda t: t.id,
         )
+
+    @contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """A connection for a statement that is a transaction by itself (a claim).
+
+        On PostgreSQL in autocommit mode: one round trip instead of BEGIN, it, COMMIT, and
+        just as atomic. On SQLite a transaction as everywhere (BEGIN IMMEDIATE).
+        """
+        if self.db.dialect == "postgresql":
+            with self.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                yield c
+        else:
+            with self.db.engine.begin() as c:
+                yield c
 
     def _finish(self, task: ClaimedTask, worker_id: str, **values: Any) -> bool:
         # Only the lease holder may settle a task: if our lease ran out and another worker
@@ -167,6 +192,28 @@ class TaskQueue:
         return self._finish(
             task, worker_id, status=TaskStatus.DONE.value, locked_by=None, locked_until=None
         )
+
+    def complete_many(self, tasks: Sequence[ClaimedTask], worker_id: str) -> set[int]:
+        """Mark tasks done in one statement; the ids recorded (those we still held)."""
+        with self.db.transaction() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # No wait for the WAL flush: if the database crashes before it, these tasks
+                # are found running with their lease and are run again once it expires, the
+                # at-least-once every handler is written for (never twice while it holds).
+                session.execute(text("SET LOCAL synchronous_commit = off"))
+            rows = session.execute(
+                update(Task)
+                .where(Task.id.in_([t.id for t in tasks]), Task.locked_by == worker_id)
+                .values(
+                    status=TaskStatus.DONE.value,
+                    locked_by=None,
+                    locked_until=None,
+                    updated_at=utcnow(),
+                )
+                .returning(Task.id)
+                .execution_options(synchronize_session=False)
+            )
+            return set(rows.scalars())
 
     def retry(self, task: ClaimedTask, worker_id: str, delay: float, error: str | None) -> bool:
         return self._finish(

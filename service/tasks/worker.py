@@ -18,9 +18,11 @@ from types import FrameType
 from service import metrics
 from service.db.availability import DatabaseUnavailable, is_unavailable, until_answered
 from service.errors import PermanentError
+from service.tasks.completions import CompletionBatcher
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
+from service.tasks.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Worker:
         shutdown_grace: float = 25.0,
         worker_id: str | None = None,
         abandon_writes: threading.Event | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -69,6 +72,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.periodic = list(periodic)
         self.shutdown_grace = shutdown_grace
+        self.wakeup = wakeup
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self._held: dict[int, ClaimedTask] = {}
@@ -79,6 +83,9 @@ class Worker:
         self._abandon_writes = abandon_writes or threading.Event()
         # The heartbeat outlives the stop event: tasks finishing during shutdown stay leased.
         self._heartbeat_stop = threading.Event()
+        # Tasks finishing together are recorded done in one write (tasks/completions.py).
+        self._completions = CompletionBatcher(queue, self.id)
+        self._claim_batch = max(1, concurrency // 4)
 
     @property
     def in_flight(self) -> int:
@@ -140,8 +147,12 @@ class Worker:
         if isinstance(answer, Reschedule):
             kept = self._durably(task, "rescheduling a task", self.queue.reschedule, answer.delay)
             return "rescheduled" if kept else "lease_lost"
-        kept = self._durably(task, "completing a task", self.queue.complete)
+        kept = self._durably(task, "completing a task", self._complete)
         return "done" if kept else "lease_lost"
+
+    def _complete(self, task: ClaimedTask, _worker_id: str) -> bool:
+        # Group-committed with the tasks finishing alongside (tasks/completions.py).
+        return self._completions.complete(task)
 
     def _durably(
         self, task: ClaimedTask, what: str, write: Callable[..., bool], *args: object
@@ -213,14 +224,33 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
         heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         heartbeat.start()
+        listener = None
+        if self.wakeup is not None:
+            # Blocks in the kernel (LISTEN / a socket) and sets wake_event when work is queued.
+            listener = threading.Thread(
+                target=self.wakeup.listen,
+                args=(self.wake_event.set, self.stop_event),
+                name="task-wakeup",
+                daemon=True,
+            )
+            listener.start()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
         futures: set[Future[None]] = set()
+        backlog = False
         try:
             while not self.stop_event.is_set():
+                # Cleared before claiming, so a wake-up that arrives during the claim is kept.
+                self.wake_event.clear()
                 self._run_periodic()
                 futures = {f for f in futures if not f.done()}
                 free = self.concurrency - len(futures)
+                if backlog and free < self._claim_batch:
+                    # A backlog waits anyway: claim it a batch at a time (each claim is a
+                    # durable commit) rather than one slot at a time as each task ends.
+                    self.wake_event.wait(self.poll_interval)
+                    continue
                 claimed = self._claim_safely(free)
+                backlog = len(claimed) == free
                 for task in self._not_held(claimed):
                     future = pool.submit(self.execute, task)
                     future.add_done_callback(_report_unexpected)
@@ -228,10 +258,11 @@ class Worker:
                 if not claimed or len(claimed) == free:
                     # Idle or full: sleep until new work, a free slot, a stop, or the interval.
                     self.wake_event.wait(self.poll_interval)
-                    self.wake_event.clear()
         finally:
             self._drain(pool)
             self._heartbeat_stop.set()
+            if listener is not None:
+                listener.join(timeout=2)  # it sees the stop within a second and cleans up
             log.info("worker stopped", extra={"worker_id": self.id})
 
     def _not_held(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:

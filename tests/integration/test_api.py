@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from service.db.models import Callback, Job, Task
 from service.security.tokens import webhook_token
 from service.wiring import Container
-from tests.support.app import AUTH, SECRET
+from tests.support.app import AUTH, SECRET, apply_callbacks
 
 TEXT2IMG = {"endpoint": "modelslab/text2img", "params": {"model_id": "flux", "prompt": "a fox"}}
 
@@ -169,10 +169,12 @@ def test_a_callback_is_recorded_and_queues_exactly_one_archive(
     assert [a.status_code for a in answers] == [200] * 10
     outcomes = sorted(a.get_json()["status"] for a in answers)
     assert outcomes == ["accepted"] + ["duplicate"] * 9
+    # The request stored the callback and queued one task to apply it; the worker does that.
+    assert apply_callbacks(container) == 1
     with container.db.transaction() as s:
         kinds = sorted(s.execute(select(Task.kind)).scalars())
         stored = s.execute(select(Job).where(Job.id == job["id"])).scalar_one()
-    assert kinds == ["archive", "submit"]
+    assert kinds == ["archive", "callback", "submit"]
     assert stored.status == "archiving"
     assert stored.provider_request_id == "81443063"
 
@@ -185,12 +187,16 @@ def test_a_callback_that_beats_the_submit_answer_still_works(
     assert (
         _hook(client, job["track_id"], {**SUCCESS, "track_id": job["track_id"]}).status_code == 200
     )
+    assert apply_callbacks(container) == 1
     assert client.get(f"/v1/jobs/{job['id']}", headers=AUTH).get_json()["status"] == "archiving"
 
 
-def test_a_late_failed_callback_never_moves_a_job_back(client: FlaskClient) -> None:
+def test_a_late_failed_callback_never_moves_a_job_back(
+    client: FlaskClient, container: Container
+) -> None:
     job = _submit(client).get_json()
     _hook(client, job["track_id"], {**SUCCESS, "track_id": job["track_id"]})
+    assert apply_callbacks(container) == 1
     late = {
         "status": "failed",
         "id": 81443063,
@@ -198,10 +204,13 @@ def test_a_late_failed_callback_never_moves_a_job_back(client: FlaskClient) -> N
         "track_id": job["track_id"],
     }
     assert _hook(client, job["track_id"], late).status_code == 200
+    assert apply_callbacks(container) == 1
     assert client.get(f"/v1/jobs/{job['id']}", headers=AUTH).get_json()["status"] == "archiving"
 
 
-def test_a_failed_callback_fails_the_job_with_the_provider_message(client: FlaskClient) -> None:
+def test_a_failed_callback_fails_the_job_with_the_provider_message(
+    client: FlaskClient, container: Container
+) -> None:
     job = _submit(client).get_json()
     body = {
         "status": "failed",
@@ -210,6 +219,7 @@ def test_a_failed_callback_fails_the_job_with_the_provider_message(client: Flask
         "track_id": job["track_id"],
     }
     assert _hook(client, job["track_id"], body).status_code == 200
+    assert apply_callbacks(container) == 1
     shown = client.get(f"/v1/jobs/{job['id']}", headers=AUTH).get_json()
     assert shown["status"] == "failed"
     assert "prompt" in shown["error"]["message"]

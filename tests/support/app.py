@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select, update
 
 from service.app import create_app
 from service.config import Settings, load_settings
 from service.db.migrate import upgrade
+from service.db.models import Task
+from service.tasks.kinds import TaskKind
+from service.tasks.queue import ClaimedTask
+from service.tasks.status import TaskStatus
 from service.wiring import Container, build
 
 TOKEN = "test-token"
@@ -48,3 +53,25 @@ def container(database_url: str, tmp_path: Path) -> Iterator[Container]:
 @pytest.fixture
 def client(container: Container) -> FlaskClient:
     return create_app(container=container).test_client()
+
+
+def apply_callbacks(c: Container) -> int:
+    """The worker's half of the webhooks received so far: run their callback tasks, in order.
+
+    Only those: a test's queued submit task must not be sent anywhere.
+    """
+    from service.jobs.applying import CallbackApplier  # here: benches import this module too
+
+    applier = CallbackApplier(c.db, c.queue, c.timing)
+    with c.db.transaction() as s:
+        rows = s.execute(
+            select(Task)
+            .where(Task.kind == TaskKind.CALLBACK, Task.status == TaskStatus.QUEUED)
+            .order_by(Task.id)
+        ).scalars()
+        tasks = [ClaimedTask(t.id, t.kind, t.job_id, 1, t.max_attempts, t.payload) for t in rows]
+    for task in tasks:
+        applier(task)
+        with c.db.transaction() as s:
+            s.execute(update(Task).where(Task.id == task.id).values(status=TaskStatus.DONE))
+    return len(tasks)

@@ -1,0 +1,181 @@
+"""Archive throughput: the real pipeline against a naive script, same images, same S3.
+
+Serves --jobs x --images generated 512x512 PNGs from a loopback HTTP server and runs moto's
+S3 in server mode. In the same run it times, in images per second:
+
+  - naive: for each image, requests.get then boto3 put_object (no checks at all)
+  - genvault, one stream: Archiver.archive() job after job (download, verify, checksum,
+    store write-once, asset rows, manifest)
+  - genvault, worker concurrency: the same with --concurrency jobs at once (the worker's
+    default worker_concurrency is 4)
+
+    .venv/bin/python bench/archive_throughput.py [--jobs 8] [--images 4] [--concurrency 4]
+    .venv/bin/python bench/archive_throughput.py --root /path/to/other/checkout  # that code
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_support import file_server, moto_server  # noqa: E402
+
+
+def png(seed: int) -> bytes:
+    from PIL import Image
+
+    # Noise does not compress: a realistic size (~790 KB) for a 512x512 generation.
+    img = Image.frombytes("RGB", (512, 512), os.urandom(512 * 512 * 3))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def naive(urls: list[str], s3: object, bucket: str) -> float:
+    t0 = time.perf_counter()
+    for i, url in enumerate(urls):
+        body = requests.get(url, timeout=30).content
+        s3.put_object(Bucket=bucket, Key=f"naive/{i}.png", Body=body)  # type: ignore[attr-defined]
+    return len(urls) / (time.perf_counter() - t0)
+
+
+def make_jobs(container: object, groups: list[list[str]]) -> list[str]:
+    from service.db.models import Callback, Job
+    from service.jobs.records import new_job_id, new_track_id
+    from service.jobs.results import result_to_json
+    from service.jobs.states import JobStatus
+    from service.providers.base import ProviderResult, ResultStatus
+
+    ids = []
+    with container.db.transaction() as s:  # type: ignore[attr-defined]
+        for urls in groups:
+            job = Job(
+                id=new_job_id(),
+                track_id=new_track_id(),
+                endpoint="modelslab/text2img",
+                status=JobStatus.ARCHIVING,
+                params={"model_id": "m", "prompt": "bench", "width": 512, "height": 512},
+                meta={},
+            )
+            s.add(job)
+            s.flush()
+            answer = ProviderResult(
+                ResultStatus.SUCCESS, outputs=tuple(urls), width=512, height=512
+            )
+            cb = Callback(
+                job_id=job.id,
+                source="webhook",
+                status="success",
+                body={},
+                result=result_to_json(answer),
+                body_sha256=uuid.uuid4().hex,
+            )
+            s.add(cb)
+            s.flush()
+            job.result_callback_id = cb.id
+            ids.append(job.id)
+    return ids
+
+
+def measure(
+    args: argparse.Namespace, endpoint: str, urls: list[str], tmp: Path
+) -> tuple[float, float, float]:
+    import boto3
+
+    from service.db.migrate import upgrade
+    from service.wiring import build
+    from tests.support.app import make_settings
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": endpoint,
+    }.items():
+        os.environ[k] = v
+    s3 = boto3.client("s3")
+    bucket = f"bench-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    groups = [urls[j * args.images : (j + 1) * args.images] for j in range(args.jobs)]
+    settings = make_settings(
+        f"sqlite:///{tmp}/bench.db",
+        tmp,
+        archive_url=f"s3://{bucket}/archive",
+        download_allowed_hosts=("127.0.0.1",),
+        download_allowed_networks=("127.0.0.1/32",),
+        log_level="WARNING",
+    )
+    container = build(settings)
+    upgrade(container.db.engine)
+    try:
+        naive(urls[:2], s3, bucket)  # warm up connections on both sides
+        base_rate = naive(urls, s3, bucket)
+        single_ids = make_jobs(container, groups)
+        t0 = time.perf_counter()
+        for job_id in single_ids:
+            container.archiver.archive(job_id)
+        single = len(urls) / (time.perf_counter() - t0)
+        many_ids = make_jobs(container, groups)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            list(pool.map(container.archiver.archive, many_ids))
+        many = len(urls) / (time.perf_counter() - t0)
+    finally:
+        container.close()
+    return base_rate, single, many
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.root.resolve()))  # its service package first
+
+    n = args.jobs * args.images
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        moto_server() as endpoint,
+    ):
+        images = Path(tmp) / "img"
+        images.mkdir()
+        sizes = []
+        for i in range(n):
+            data = png(i)
+            sizes.append(len(data))
+            (images / f"{i}.png").write_bytes(data)
+        with file_server(images) as base:
+            urls = [f"{base}/{i}.png" for i in range(n)]
+            base_rate, single, many = measure(args, endpoint, urls, Path(tmp))
+    size = sum(sizes) / n / 1000
+    print(f"archive: {n} images of 512x512 (~{size:.0f} KB), moto S3 server, same run")
+    print(f"  naive get + put_object        {base_rate:6.1f} images/s   1.00x")
+    print(
+        f"  genvault, one stream          {single:6.1f} images/s  {single / base_rate:5.2f}x"
+        "  (goal >= 0.85x)"
+    )
+    print(
+        f"  genvault, {args.concurrency} jobs at once       {many:6.1f} images/s"
+        f"  {many / base_rate:5.2f}x  (goal >= 2x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

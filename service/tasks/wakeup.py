@@ -1,0 +1,219 @@
+"""Waking idle workers the moment work is queued, from any process on the machine.
+
+A worker sleeps between claims (``worker_poll_interval``, the safety net). A Wakeup cuts
+that sleep short when a transaction that queued a task commits:
+
+- PostgreSQL: each worker has one connection LISTENing on a channel; a commit that queued
+  a task (see TaskQueue.mark_enqueued) has a NOTIFY sent right after it.
+- SQLite: each worker binds a Unix datagram socket in a directory named after the database
+  file; a commit that queued a task sends one byte to every socket there.
+
+Both sides block in the kernel: nothing polls while idle. The notification follows the
+commit, so a woken worker always finds the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import select
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from service.db.session import Database
+from service.tasks.queue import ENQUEUED
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "genvault_tasks"
+# How often a blocked listener looks at its stop event; it is woken by the kernel otherwise.
+_STOP_CHECK_SECONDS = 1.0
+
+
+class Wakeup(Protocol):
+    def notify(self) -> None:
+        """Tell every listening worker that work was queued (after the commit)."""
+
+    def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_wake`` at each notification until ``stop`` is set (blocks: a thread).
+
+        Also once as soon as it listens, for what was queued before.
+        """
+
+    def close(self) -> None:
+        """Free what notify() holds."""
+
+
+class PostgresWakeup:
+    """NOTIFY after the commit, from one background connection; LISTEN in each worker.
+
+    Not a trigger, nor NOTIFY inside the enqueuing transaction: PostgreSQL serialises the
+    commits of notifying transactions on one global lock, held through the WAL flush, which
+    defeated group commit and capped webhook ingest at one flush at a time (bench/ingest.py).
+    notify() only sets a flag: one thread per process sends the NOTIFY, so a burst of commits
+    costs one notification per round trip, not one each.
+    """
+
+    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
+        # psycopg wants a libpq URL, without SQLAlchemy's "+driver".
+        self.conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        self.channel = channel
+        self._wanted = threading.Event()
+        self._closed = False
+        self._sender: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        self._wanted.set()
+        if self._sender is None:
+            with self._lock:
+                if self._sender is None and not self._closed:
+                    self._sender = threading.Thread(
+                        target=self._send_forever, name="task-notify", daemon=True
+                    )
+                    self._sender.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+
+    def _send_forever(self) -> None:
+        import psycopg
+
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            self._wanted.wait()
+            if self._closed:
+                break
+            self._wanted.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+            except Exception as exc:  # noqa: BLE001 - workers still poll; try again later
+                log.warning("waking workers failed: %s", exc)
+                conn = None
+                time.sleep(0.5)
+        if conn is not None:
+            conn.close()
+
+    def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
+        import psycopg
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {self.channel}")
+                    backoff = 0.5
+                    on_wake()  # whatever was queued while we were not listening
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=_STOP_CHECK_SECONDS):
+                            on_wake()
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting
+                log.warning("task wake-up listener lost its connection: %s", exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+class SocketDirWakeup:
+    """Unix datagram sockets in one directory per SQLite database file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sender: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_database(cls, database_path: str) -> SocketDirWakeup:
+        # Socket paths are limited to ~100 bytes, so the directory is short and lives in the
+        # temp dir, named by a hash of the database file's real path.
+        digest = hashlib.sha256(os.path.realpath(database_path).encode()).hexdigest()[:16]
+        return cls(Path(tempfile.gettempdir()) / f"genvault-wake-{digest}")
+
+    def notify(self) -> None:
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return  # no worker has ever listened
+        with self._lock:
+            if self._sender is None:
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sender.setblocking(False)
+            for entry in entries:
+                if not entry.name.endswith(".sock"):
+                    continue
+                try:
+                    self._sender.sendto(b"!", entry.path)
+                except BlockingIOError:
+                    pass  # its queue is full: it has wake-ups pending already
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                        # Its worker died without cleaning up: remove the stale socket.
+                        Path(entry.path).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sender is not None:
+                self._sender.close()
+                self._sender = None
+
+    def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(str(path))
+            sock.setblocking(False)
+            on_wake()  # whatever was queued before we were listening
+            while not stop.is_set():
+                readable, _, _ = select.select([sock], [], [], _STOP_CHECK_SECONDS)
+                if not readable:
+                    continue
+                try:
+                    while sock.recv(64):
+                        pass
+                except BlockingIOError:
+                    pass  # drained: one wake-up for however many notifications
+                on_wake()
+        finally:
+            sock.close()
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only when no other worker listens there
+
+
+def build_wakeup(database_url: str) -> Wakeup | None:
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        return PostgresWakeup(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return SocketDirWakeup.for_database(url.database)
+    return None
+
+
+def notify_on_commit(db: Database, wakeup: Wakeup) -> None:
+    """After a commit that queued a task, wake the workers."""
+
+    def after_commit(session: Session) -> None:
+        if session.info.pop(ENQUEUED, False):
+            try:
+                wakeup.notify()
+            except OSError:
+                log.warning("waking workers failed; they will find the task on their next poll")
+
+    db.on_commit(after_commit)
