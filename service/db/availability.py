@@ -36,9 +36,18 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, sqlite3.Error):
         message = str(error.orig).lower()
         return any(word in message for word in _SQLITE_BUSY)
-    if isinstance(error, _UNAVAILABLE):
+    if isinstance(error, _UNAVAILABLE) or _driver_unavailable(error):
         return True
     return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def _driver_unavailable(error: BaseException) -> bool:
+    """psycopg's own errors, from code that talks to the driver directly (jobs/ingest.py)."""
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed: no such errors either
+        return False
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 class DatabaseUnavailable(Exception):

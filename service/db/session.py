@@ -18,7 +18,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # A server that is down must fail a request fast (and the request answer 503), not
         # hang it; pre-ping replaces connections a restart killed, so nothing needs restarting.
         connect_args = {"connect_timeout": 5, **kwargs.pop("connect_args", {})}
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+        return create_engine(url, connect_args=connect_args, **({"pool_pre_ping": True} | kwargs))
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, **({"pool_pre_ping": True} | kwargs))
 

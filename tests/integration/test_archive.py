@@ -24,7 +24,7 @@ from service.jobs.submission import create_job
 from service.sandbox.server import start_in_thread
 from service.wiring import Container, build
 from tests.support import badfiles
-from tests.support.app import AUTH, SECRET, make_settings
+from tests.support.app import AUTH, SECRET, apply_callbacks, make_settings
 from tests.support.fileserver import FileServer
 
 
@@ -97,6 +97,7 @@ def _deliver(c: Container, job: Any, outputs: list[str], **extra: Any) -> None:
         **extra,
     }
     c.receiver.receive("modelslab", job.track_id, json.dumps(body).encode())
+    apply_callbacks(c)  # the worker's half of a webhook: the job moves on, its archive queued
 
 
 def _settle(c: Container, worker: Any, job_id: str) -> Any:

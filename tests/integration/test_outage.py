@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,13 @@ class FlakyQueue(TaskQueue):
             self.failed_writes += 1
             raise _outage()
         return super()._finish(task, worker_id, **values)
+
+    def complete_many(self, tasks: Sequence[ClaimedTask], worker_id: str) -> set[int]:
+        # Completions are group-committed through this one statement (tasks/completions.py).
+        if self.down.is_set():
+            self.failed_writes += 1
+            raise _outage()
+        return super().complete_many(tasks, worker_id)
 
 
 def _job(db: Database, status: JobStatus = JobStatus.QUEUED, **values: Any) -> str:
