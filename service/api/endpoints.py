@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from flask import Blueprint, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
 
+from service.api import bodies
 from service.api.auth import require_token
 from service.api.context import container
+from service.api.input_guard import refuse_control_characters
+from service.api.openapi import NO_CONTENT, Reply, documented
+from service.api.schemas import respond
 from service.db.models import EventEndpoint
-from service.errors import FieldError, InvalidRequest
 from service.events import endpoints
 from service.events.types import EventType
 from service.fetch.policy import AddressPolicy
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
 bp.before_request(require_token)
+bp.before_request(refuse_control_characters)
+
+# PostgreSQL cannot store NUL in text; a description never needs one.
+_NO_NUL = r"^[^\x00]*$"
 
 
 class EndpointCreate(BaseModel):
@@ -27,7 +34,7 @@ class EndpointCreate(BaseModel):
 
     url: str = Field(min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(default=None, min_length=1)
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=500, pattern=_NO_NUL)
 
 
 class EndpointUpdate(BaseModel):
@@ -38,7 +45,7 @@ class EndpointUpdate(BaseModel):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(default=None, min_length=1)
     enabled: bool | None = None
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=500, pattern=_NO_NUL)
 
 
 class EndpointOut(BaseModel):
@@ -66,27 +73,20 @@ class SecretOut(BaseModel):
 class RecoverRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime
+    since: datetime = Field(description="events from this time on; UTC when no offset is given")
+
+    @field_validator("since")
+    @classmethod
+    def _in_utc(cls, since: datetime) -> datetime:
+        try:
+            return since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
 
 
 class RecoverOut(BaseModel):
     endpoint_id: str
     deliveries: int
-
-
-def _body(model: type[BaseModel]) -> Any:
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            [
-                FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"])
-                for e in exc.errors()
-            ]
-        ) from None
 
 
 def _check_url(url: str) -> None:
@@ -105,13 +105,18 @@ def _out(endpoint: EventEndpoint) -> EndpointOut:
     )
 
 
-def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
-    return jsonify(model.model_dump(mode="json")), status
+_ID_ERRORS = (404, 422)
 
 
 @bp.post("/endpoints")
+@documented(
+    "Register an endpoint for events; the answer is the only one that shows its secret",
+    {201: Reply("registered, with its whsec_ signing secret", EndpointCreated)},
+    errors=(413, 422),
+    body=EndpointCreate,
+)
 def create() -> tuple[Response, int]:
-    body: EndpointCreate = _body(EndpointCreate)
+    body = bodies.parse(EndpointCreate)
     _check_url(body.url)
     with container().db.transaction() as session:
         endpoint = endpoints.create(
@@ -120,28 +125,34 @@ def create() -> tuple[Response, int]:
             [t.value for t in body.event_types] if body.event_types else None,
             body.description,
         )
-    return _json(EndpointCreated(**_out(endpoint).model_dump(), secret=endpoint.secret), 201)
+    return respond(EndpointCreated(**_out(endpoint).model_dump(), secret=endpoint.secret), 201)
 
 
 @bp.get("/endpoints")
+@documented("List endpoints (without their secrets)", {200: EndpointList}, errors=(422,))
 def index() -> tuple[Response, int]:
-    from sqlalchemy import select
-
     with container().db.transaction() as session:
         rows = list(session.execute(select(EventEndpoint).order_by(EventEndpoint.id)).scalars())
-    return _json(EndpointList(endpoints=[_out(e) for e in rows]))
+    return respond(EndpointList(endpoints=[_out(e) for e in rows]))
 
 
 @bp.get("/endpoints/<endpoint_id>")
+@documented("Show an endpoint (without its secret)", {200: EndpointOut}, errors=_ID_ERRORS)
 def show(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
         endpoint = endpoints.get(session, endpoint_id)
-    return _json(_out(endpoint))
+    return respond(_out(endpoint))
 
 
 @bp.patch("/endpoints/<endpoint_id>")
+@documented(
+    "Change an endpoint: only the fields given change",
+    {200: EndpointOut},
+    errors=(*_ID_ERRORS, 413),
+    body=EndpointUpdate,
+)
 def update(endpoint_id: str) -> tuple[Response, int]:
-    body: EndpointUpdate = _body(EndpointUpdate)
+    body = bodies.parse(EndpointUpdate)
     given = body.model_fields_set
     if body.url is not None:
         _check_url(body.url)
@@ -162,10 +173,11 @@ def update(endpoint_id: str) -> tuple[Response, int]:
             else:
                 endpoint.disabled_reason = "disabled by an operator"
         endpoint.updated_at = datetime.now(UTC)
-    return _json(_out(endpoint))
+    return respond(_out(endpoint))
 
 
 @bp.delete("/endpoints/<endpoint_id>")
+@documented("Delete an endpoint and its deliveries", {204: NO_CONTENT}, errors=_ID_ERRORS)
 def remove(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
         endpoints.remove(session, endpoint_id)
@@ -173,25 +185,37 @@ def remove(endpoint_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/endpoints/<endpoint_id>/secret")
+@documented("Show an endpoint's signing secret", {200: SecretOut}, errors=_ID_ERRORS)
 def secret(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
         endpoint = endpoints.get(session, endpoint_id)
-    return _json(SecretOut(secret=endpoint.secret))
+    return respond(SecretOut(secret=endpoint.secret))
 
 
 @bp.post("/endpoints/<endpoint_id>/rotate-secret")
+@documented(
+    "Rotate the signing secret; the previous one keeps signing for 24 hours",
+    {200: Reply("the new secret", SecretOut)},
+    errors=_ID_ERRORS,
+)
 def rotate(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
         new = endpoints.rotate(session, endpoint_id)
-    return _json(SecretOut(secret=new))
+    return respond(SecretOut(secret=new))
 
 
 @bp.post("/endpoints/<endpoint_id>/recover")
+@documented(
+    "Send again every failed delivery to this endpoint of events since a time",
+    {202: Reply("queued again: how many deliveries", RecoverOut)},
+    errors=(*_ID_ERRORS, 413),
+    body=RecoverRequest,
+)
 def recover(endpoint_id: str) -> tuple[Response, int]:
-    body: RecoverRequest = _body(RecoverRequest)
-    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
+    body = bodies.parse(RecoverRequest)
+    since = body.since
     c = container()
     with c.db.transaction() as session:
         count = endpoints.recover(session, c.queue, endpoint_id, since)
     c.wake_workers()
-    return _json(RecoverOut(endpoint_id=endpoint_id, deliveries=count), 202)
+    return respond(RecoverOut(endpoint_id=endpoint_id, deliveries=count), 202)

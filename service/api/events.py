@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from service.api import bodies
 from service.api.auth import require_token
 from service.api.context import container
+from service.api.input_guard import refuse_control_characters
+from service.api.openapi import Param, Reply, documented
+from service.api.schemas import respond
 from service.db.models import DeliveryAttempt, Event, EventDelivery
 from service.errors import FieldError, InvalidRequest, NotFound
 from service.events import endpoints, outbox
@@ -18,6 +22,7 @@ from service.events.types import EventType
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
 bp.before_request(require_token)
+bp.before_request(refuse_control_characters)
 
 MAX_LIMIT = 200
 
@@ -55,7 +60,12 @@ class DeliveryList(BaseModel):
 class ResendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    endpoint_id: str | None = Field(default=None, max_length=40)
+    endpoint_id: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+        description="only this endpoint; every enabled endpoint that wants the event if absent",
+    )
 
 
 class ResendOut(BaseModel):
@@ -71,10 +81,6 @@ def _out(event: Event) -> EventOut:
     return EventOut(id=event.id, type=event.type, created_at=event.created_at, data=data)
 
 
-def _json(model: BaseModel, status: int = 200) -> tuple[Response, int]:
-    return jsonify(model.model_dump(mode="json")), status
-
-
 def _get(event_id: str) -> Event:
     with container().db.transaction() as session:
         event = session.get(Event, event_id)
@@ -83,7 +89,21 @@ def _get(event_id: str) -> Event:
     return event
 
 
+_ID_ERRORS = (404, 422)
+
+
 @bp.get("/events")
+@documented(
+    "List events, newest first",
+    {200: EventList},
+    errors=(422,),
+    query=[
+        Param("type", "query", {"enum": [t.value for t in EventType]}),
+        Param("job_id", "query", description="only the events of this job"),
+        Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+        Param("cursor", "query", description="next_cursor of the previous page"),
+    ],
+)
 def index() -> tuple[Response, int]:
     args = request.args
     errors: list[FieldError] = []
@@ -110,17 +130,23 @@ def index() -> tuple[Response, int]:
         rows = list(session.execute(stmt).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    return _json(
+    return respond(
         EventList(events=[_out(e) for e in rows], next_cursor=rows[-1].id if more else None)
     )
 
 
 @bp.get("/events/<event_id>")
+@documented("Show an event as it was sent", {200: EventOut}, errors=_ID_ERRORS)
 def show(event_id: str) -> tuple[Response, int]:
-    return _json(_out(_get(event_id)))
+    return respond(_out(_get(event_id)))
 
 
 @bp.get("/events/<event_id>/deliveries")
+@documented(
+    "An event's deliveries, one per endpoint, with their attempts",
+    {200: DeliveryList},
+    errors=_ID_ERRORS,
+)
 def deliveries(event_id: str) -> tuple[Response, int]:
     _get(event_id)
     with container().db.transaction() as session:
@@ -145,7 +171,7 @@ def deliveries(event_id: str) -> tuple[Response, int]:
                     error=a.error,
                 )
             )
-    return _json(
+    return respond(
         DeliveryList(
             deliveries=[
                 DeliveryOut(
@@ -161,18 +187,17 @@ def deliveries(event_id: str) -> tuple[Response, int]:
 
 
 @bp.post("/events/<event_id>/resend")
+@documented(
+    "Send an event again, with the same id: to one endpoint, or to every one that wants it",
+    {202: Reply("queued again: to which endpoints", ResendOut)},
+    errors=(*_ID_ERRORS, 413),
+    body=ResendRequest,
+    body_required=False,
+)
 def resend(event_id: str) -> tuple[Response, int]:
-    payload = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(payload, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
-    try:
-        body = ResendRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise InvalidRequest(
-            [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        ) from None
+    body = bodies.parse(ResendRequest, optional=True)
     c = container()
     with c.db.transaction() as session:
         targets = endpoints.resend(session, c.queue, event_id, body.endpoint_id)
     c.wake_workers()
-    return _json(ResendOut(event_id=event_id, endpoint_ids=targets), 202)
+    return respond(ResendOut(event_id=event_id, endpoint_ids=targets), 202)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import Select, select
 from sqlalchemy.orm import load_only
 
-from service.api import json_body
+from service.api import bodies
 from service.api.auth import require_token
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
@@ -76,12 +76,6 @@ class JobRequest(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-def _field_errors(exc: ValidationError) -> list[FieldError]:
-    return [
-        FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()
-    ]
-
-
 def _select_jobs() -> Select[Job]:
     return select(Job).options(_JOB_COLUMNS)
 
@@ -130,16 +124,7 @@ _JOB_ID_ERRORS = (404, 422)
     ],
 )
 def submit() -> tuple[Response, int]:
-    if not request.is_json:
-        raise InvalidRequest([FieldError("body", "must be JSON (Content-Type: application/json)")])
-    try:
-        payload = json_body.loads_object(request.get_data())
-    except json_body.BadJson as exc:
-        raise InvalidRequest([FieldError("body", exc.message)]) from None
-    try:
-        body = JobRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise InvalidRequest(_field_errors(exc)) from None
+    body = bodies.parse(JobRequest)
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise InvalidRequest([FieldError("Idempotency-Key", "must be at most 255 characters")])

@@ -12,11 +12,15 @@ Registering a route (one line above the view; the order of the two decorators is
         return respond(EndpointOut(...))
 
 - ``responses`` maps a status to a response model (JSON), or to a ``Reply`` for another
-  media type or a body without a model. ``errors`` adds ErrorBody answers with the usual
-  description for each status. 401 is added unless ``public=True``; 414 (gunicorn refuses
-  an over-long request line, as HTML) is added everywhere.
-- ``body`` is the request body's model; ``query`` and ``headers`` are ``Param``s. Path
-  parameters come from the rule itself (``<job_id>`` becomes ``{job_id}``).
+  media type, a body without a model, or no body at all (``NO_CONTENT``, for 204). ``errors``
+  adds ErrorBody answers with the usual description for each status. 401 is added unless
+  ``public=True``; 414 (gunicorn refuses an over-long request line, as HTML) is added
+  everywhere; 503 with a Retry-After header (service.api.errors maps an unreachable
+  database to it) is added unless ``database=False``, which a view that never touches the
+  database declares (health, the document itself, file links served from the store).
+- ``body`` is the request body's model (``body_required=False`` when it may be left out);
+  ``query`` and ``headers`` are ``Param``s. Path parameters come from the rule itself
+  (``<job_id>`` becomes ``{job_id}``).
 - Routes under ``EXCLUDED_PREFIXES`` (the HTML dashboard at /ui/) are left out by design.
   Any other route without a declaration is reported by ``undescribed(app)``, which a test
   holds at zero, so a new route cannot go undocumented.
@@ -50,22 +54,12 @@ ERROR_DESCRIPTIONS: Mapping[int, str] = {
     409: "the resource is not in a state that allows this",
     413: "the body is larger than the limit",
     422: "invalid request: one entry per bad field",
-    503: "not ready",
+    503: "the database is unreachable; retry after Retry-After seconds",
 }
 
 _ATTR = "__genvault_operation__"
 _COMPONENTS = "#/components/schemas/{model}"
 _V = TypeVar("_V", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One documented answer that is not simply a JSON response model."""
-
-    description: str
-    model: type[BaseModel] | None = None
-    media_type: str = "application/json"
-    schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,12 +72,26 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """One documented answer that is not simply a JSON response model."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    # None: the answer has no body (204).
+    media_type: str | None = "application/json"
+    schema: Mapping[str, Any] | None = None
+    # Response headers: ``Param``s with location "header".
+    headers: tuple[Param, ...] = ()
+
+
+@dataclass(frozen=True)
 class Operation:
     summary: str
     responses: Mapping[int, Reply]
     body: type[BaseModel] | Reply | None = None
     params: tuple[Param, ...] = ()
     public: bool = False
+    body_required: bool = True
 
 
 # gunicorn answers an over-long request line itself, before any view, and in HTML.
@@ -92,6 +100,18 @@ URI_TOO_LONG = Reply(
     media_type="text/html",
     schema={"type": "string"},
 )
+
+NO_CONTENT = Reply("done; no body", media_type=None)
+
+# service.api.errors answers 503 with this header when the database cannot be reached.
+RETRY_AFTER = Param(
+    "Retry-After",
+    "header",
+    {"type": "integer", "minimum": 0},
+    required=True,
+    description="seconds to wait before retrying",
+)
+DATABASE_UNAVAILABLE = Reply(ERROR_DESCRIPTIONS[503], ErrorBody, headers=(RETRY_AFTER,))
 
 
 def documented(
@@ -103,6 +123,8 @@ def documented(
     query: Iterable[Param] = (),
     headers: Iterable[Param] = (),
     public: bool = False,
+    database: bool = True,
+    body_required: bool = True,
 ) -> Callable[[_V], _V]:
     """Declare the operation a view serves; see the module docstring."""
     replies: dict[int, Reply] = {
@@ -112,7 +134,9 @@ def documented(
     for status in (*errors, *(() if public else (401,))):
         replies.setdefault(status, Reply(ERROR_DESCRIPTIONS[status], ErrorBody))
     replies.setdefault(414, URI_TOO_LONG)
-    op = Operation(summary, replies, body, (*query, *headers), public)
+    if database:
+        replies.setdefault(503, DATABASE_UNAVAILABLE)
+    op = Operation(summary, replies, body, (*query, *headers), public, body_required)
 
     def mark(view: _V) -> _V:
         setattr(view, _ATTR, op)
@@ -153,11 +177,29 @@ _Refs = Mapping[Any, Mapping[str, Any]]
 
 
 def _content(reply: Reply, refs: _Refs, mode: JsonSchemaMode) -> dict[str, Any]:
+    if reply.media_type is None:
+        return {}
     if reply.model is not None:
         schema: Mapping[str, Any] = refs[(reply.model, mode)]
     else:
         schema = reply.schema or {}
     return {reply.media_type: {"schema": dict(schema)}}
+
+
+def _param_json(p: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"schema": dict(p.schema)}
+    if p.description:
+        out["description"] = p.description
+    return out
+
+
+def _response_json(reply: Reply, refs: _Refs) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if content := _content(reply, refs, "serialization"):
+        out["content"] = content
+    if reply.headers:
+        out["headers"] = {h.name: {"required": h.required, **_param_json(h)} for h in reply.headers}
+    return out
 
 
 def _operation_json(rule: Rule, op: Operation, refs: _Refs, operation_id: str) -> dict[str, Any]:
@@ -181,10 +223,7 @@ def _operation_json(rule: Rule, op: Operation, refs: _Refs, operation_id: str) -
         "summary": op.summary,
         "operationId": operation_id,
         "responses": {
-            str(status): {
-                "description": reply.description,
-                "content": _content(reply, refs, "serialization"),
-            }
+            str(status): _response_json(reply, refs)
             for status, reply in sorted(op.responses.items())
         },
     }
@@ -192,7 +231,10 @@ def _operation_json(rule: Rule, op: Operation, refs: _Refs, operation_id: str) -
         out["parameters"] = params
     if op.body is not None:
         body = op.body if isinstance(op.body, Reply) else Reply("the request", op.body)
-        out["requestBody"] = {"required": True, "content": _content(body, refs, "validation")}
+        out["requestBody"] = {
+            "required": op.body_required,
+            "content": _content(body, refs, "validation"),
+        }
     if op.public:
         out["security"] = []
     return out

@@ -25,7 +25,7 @@ _OPENAPI = "genvault.openapi"
 
 
 @bp.get("/healthz")
-@documented("Alive", {200: Health}, public=True)
+@documented("Alive", {200: Health}, public=True, database=False)
 def healthz() -> tuple[Response, int]:
     return respond(Health(status="ok"))
 
@@ -57,7 +57,7 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 @documented(
-    "Prometheus metrics",
+    "Prometheus metrics (the event gauges are read from the database)",
     {200: Reply("the Prometheus text format", media_type="text/plain", schema={"type": "string"})},
     public=True,
 )
@@ -74,7 +74,12 @@ def metrics_endpoint() -> Response:
 
 
 @bp.get("/openapi.json")
-@documented("This document", {200: Reply("OpenAPI 3.1", schema={"type": "object"})}, public=True)
+@documented(
+    "This document",
+    {200: Reply("OpenAPI 3.1", schema={"type": "object"})},
+    public=True,
+    database=False,
+)
 def openapi() -> Response:
     # Routes are fixed once the app serves, so the document is built once per app.
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -93,6 +98,7 @@ def openapi() -> Response:
         Param("sig", "query", required=True),
     ],
     public=True,
+    database=False,  # the file store only
 )
 def files(key: str) -> Response:
     """Serve an object of the file store through a link signed by ArchiveStore.url()."""

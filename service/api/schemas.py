@@ -126,6 +126,14 @@ class WebhookAck(_Out):
     )
 
 
+class SigningKeyOut(_Out):
+    """The public key that verifies manifest signatures."""
+
+    algorithm: Literal["Ed25519"]
+    public_key: str = Field(description="the raw Ed25519 public key, base64")
+    key_id: str = Field(description="names the key in each manifest's signature file")
+
+
 def respond(model: BaseModel, status: int = 200) -> tuple[Response, int]:
     """Serialise a response model as the JSON body of the answer."""
     body = model.model_dump_json(exclude_none=isinstance(model, ErrorBody))

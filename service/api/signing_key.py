@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from service.api.auth import require_token
 from service.api.context import container
+from service.api.input_guard import refuse_control_characters
+from service.api.openapi import documented
+from service.api.schemas import SigningKeyOut, respond
 
 bp = Blueprint("signing_key", __name__, url_prefix="/v1")
 bp.before_request(require_token)
+bp.before_request(refuse_control_characters)
 
 
 @bp.get("/signing-key")
-def signing_key() -> Response:
+@documented(
+    "The public key that verifies manifest signatures",
+    {200: SigningKeyOut},
+    errors=(422,),
+    database=False,
+)
+def signing_key() -> tuple[Response, int]:
     """``{"algorithm": "Ed25519", "public_key": base64, "key_id": …}``."""
-    return jsonify(container().archiver.signer.verifier.describe())
+    return respond(SigningKeyOut.model_validate(container().archiver.signer.verifier.describe()))

@@ -10,6 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from service.db.models import Callback, Job, Task
+from service.events import endpoints, outbox
+from service.events.types import EventType
 from service.security.tokens import webhook_token
 from service.wiring import Container
 from tests.support.app import AUTH, SECRET
@@ -128,3 +130,77 @@ def test_control_characters_inside_json_strings_are_data(client: FlaskClient) ->
     assert answer.status_code == 202, answer.get_data(as_text=True)
     shown = client.get(f"/v1/jobs/{answer.get_json()['id']}", headers=AUTH).get_json()
     assert shown["metadata"] == {"note": "a\x00b\x1b"}
+
+
+def _endpoint_and_event(container: Container) -> tuple[str, str]:
+    """An endpoint and an event with its delivery, written directly (no URL lookup)."""
+    with container.db.transaction() as s:
+        endpoint = endpoints.create(s, "https://receiver.example/hook", None, None)
+    with container.db.transaction() as s:
+        event = outbox.emit(s, EventType.AUDIT_FAILED, {"job_id": "j"}, job_id="j")
+    return endpoint.id, event.id
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999", '{"a": ' * 900 + "1" + "}" * 900])
+def test_endpoint_and_event_bodies_that_json_cannot_hold_get_422(
+    client: FlaskClient, container: Container, value: str
+) -> None:
+    endpoint_id, event_id = _endpoint_and_event(container)
+    for method, path, body in [
+        ("post", "/v1/endpoints", f'{{"url": "https://receiver.example/", "x": {value}}}'),
+        ("patch", f"/v1/endpoints/{endpoint_id}", f'{{"enabled": {value}}}'),
+        ("post", f"/v1/endpoints/{endpoint_id}/recover", f'{{"since": {value}}}'),
+        ("post", f"/v1/events/{event_id}/resend", f'{{"endpoint_id": {value}}}'),
+    ]:
+        answer = getattr(client, method)(
+            path, data=body, content_type="application/json", headers=AUTH
+        )
+        assert answer.status_code == 422, (path, answer.get_data(as_text=True))
+        assert [e["field"] for e in answer.get_json()["error"]["errors"]] == ["body"]
+
+
+def test_control_characters_in_endpoint_and_event_ids_and_filters_get_422(
+    client: FlaskClient, container: Container
+) -> None:
+    endpoint_id, event_id = _endpoint_and_event(container)
+    for char in CONTROL_CHARACTERS:
+        for path, field in [
+            (f"/v1/endpoints/{endpoint_id}{char}", "endpoint_id"),
+            (f"/v1/endpoints/{endpoint_id}{char}/secret", "endpoint_id"),
+            (f"/v1/events/{event_id}{char}", "event_id"),
+            (f"/v1/events/{event_id}{char}/deliveries", "event_id"),
+            (f"/v1/events?cursor={event_id}{char}", "cursor"),
+            (f"/v1/events?job_id=j{char}", "job_id"),
+            (f"/v1/signing-key?x={char}", "x"),
+        ]:
+            answer = client.get(path, headers=AUTH)
+            assert answer.status_code == 422, (path, repr(char), answer.get_data(as_text=True))
+            assert [e["field"] for e in answer.get_json()["error"]["errors"]] == [field]
+        resend = client.post(
+            f"/v1/events/{event_id}/resend", json={"endpoint_id": f"ep{char}"}, headers=AUTH
+        )
+        assert resend.status_code == 422, (repr(char), resend.get_data(as_text=True))
+
+
+def test_endpoint_values_the_database_cannot_hold_get_422(
+    client: FlaskClient, container: Container
+) -> None:
+    endpoint_id, event_id = _endpoint_and_event(container)
+    url = f"/v1/endpoints/{endpoint_id}"
+    nul = client.patch(url, json={"description": "a\x00b"}, headers=AUTH)
+    assert nul.status_code == 422, nul.get_data(as_text=True)
+    assert nul.get_json()["error"]["errors"][0]["field"] == "description"
+    # Nothing else in a description is refused.
+    ok = client.patch(url, json={"description": "line\nnext\ttab"}, headers=AUTH)
+    assert ok.status_code == 200 and ok.get_json()["description"] == "line\nnext\ttab"
+    far = client.post(f"{url}/recover", json={"since": "9999-12-31T23:59:59-05:00"}, headers=AUTH)
+    assert far.status_code == 422, far.get_data(as_text=True)
+    assert far.get_json()["error"]["errors"][0]["field"] == "since"
+    naive = client.post(f"{url}/recover", json={"since": "2020-01-01T00:00:00"}, headers=AUTH)
+    assert naive.status_code == 202 and naive.get_json()["deliveries"] == 0
+    # The resend body is optional; when there is one, it must be JSON.
+    assert client.post(f"/v1/events/{event_id}/resend", headers=AUTH).status_code == 202
+    text = client.post(
+        f"/v1/events/{event_id}/resend", data="x", content_type="text/plain", headers=AUTH
+    )
+    assert text.status_code == 422, text.get_data(as_text=True)

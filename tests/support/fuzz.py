@@ -2,8 +2,11 @@
 
 The webhook operation cannot be reached with generated values (the token is an HMAC of the
 track id), so a job is created first and that operation's provider, track_id and token are
-fixed to it in a schemathesis.toml: its bodies are still generated. Run through the CLI so
-the suite and `make fuzz` run exactly the same thing and read the same JSON report.
+fixed to it in a schemathesis.toml: its bodies are still generated. Generated ids would only
+ever meet 404 on /v1/endpoints/{id} and /v1/events/{id}, so two endpoints (one only for
+DELETE) and two events with their deliveries are written first, and those operations' ids
+are fixed to them the same way. Run through the CLI so the suite and `make fuzz` run exactly
+the same thing and read the same JSON report.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.db.models import Job
+from service.db.session import Database, make_engine
+from service.events import endpoints, outbox
+from service.events.types import EventType
 from service.security.tokens import webhook_token
 from tests.support.stack import SECRET, TOKEN, Stack
 
@@ -41,15 +48,46 @@ class FuzzResult:
         )
 
 
+def _seed_events(stack: Stack, job_id: str) -> tuple[str, str, str]:
+    """Two endpoints and two events (one about the job) with deliveries, written directly:
+    with no worker nothing emits events, and a public endpoint URL would be looked up."""
+    db = Database(make_engine(stack.env["GENVAULT_DATABASE_URL"]))
+    try:
+        with db.transaction() as session:
+            kept = endpoints.create(session, "https://receiver.example/kept", None, "fuzz")
+            deleted = endpoints.create(session, "https://receiver.example/deleted", None, None)
+        with db.transaction() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            event = outbox.emit(
+                session, EventType.JOB_SUBMITTED, outbox.job_snapshot(session, job), job_id=job_id
+            )
+        outbox.audit_failed(db, job_id, {"missing": ["fuzz"]})
+        return kept.id, deleted.id, event.id
+    finally:
+        db.dispose()
+
+
 def _config(stack: Stack, directory: Path) -> Path:
     job = stack.submit("modelslab/text2img", {"model_id": "flux", "prompt": "fuzz"})
     track_id = job["track_id"]
     token = webhook_token(SECRET.encode(), "modelslab", track_id)
+    kept, deleted, event = _seed_events(stack, job["id"])
     path = directory / "schemathesis.toml"
     path.write_text(
         "[[operations]]\n"
         'include-operation-id = "webhooks_receive"\n'
         f'parameters = {{ provider = "modelslab", track_id = "{track_id}", token = "{token}" }}\n'
+        "\n[[operations]]\n"
+        'include-path-regex = "^/v1/endpoints/"\n'
+        'exclude-method = "DELETE"\n'
+        f'parameters = {{ endpoint_id = "{kept}" }}\n'
+        "\n[[operations]]\n"
+        'include-operation-id = "endpoints_remove"\n'
+        f'parameters = {{ endpoint_id = "{deleted}" }}\n'
+        "\n[[operations]]\n"
+        'include-path-regex = "^/v1/events/"\n'
+        f'parameters = {{ event_id = "{event}" }}\n'
     )
     return path
 
