@@ -61,8 +61,9 @@ def job_timeline(session: Session, job_id: str) -> list[TimelineEntry]:
         kind = types[delivery.event_id]
         count = _plural(len(tried), "attempt")
         last = tried[-1] if tried else None
-        if delivery.status == DeliveryStatus.SUCCEEDED and last is not None:
-            entries.append(TimelineEntry(last.at, f"{kind} delivered to {url}, {count}", "ok"))
+        if delivery.status == DeliveryStatus.SUCCEEDED:
+            at = last.at if last else delivery.updated_at
+            entries.append(TimelineEntry(at, f"{kind} delivered to {url}, {count}", "ok"))
         elif delivery.status == DeliveryStatus.FAILED:
             why = (last.error or f"HTTP {last.response_status}") if last else "no attempt"
             at = last.at if last else delivery.updated_at
