@@ -42,6 +42,7 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_VALID = "valid"
 SIGNATURE_NOT_CHECKED = "not checked"
 SIGNATURE_PREDATES = "unsigned: archived before manifests were signed"
+SIGNATURE_MISSING = "missing"
 ACCEPTABLE_SIGNATURES = (SIGNATURE_VALID, SIGNATURE_NOT_CHECKED, SIGNATURE_PREDATES)
 
 
@@ -113,6 +114,29 @@ def manifest_entries(
     return found
 
 
+def signature_status(
+    store: ArchiveStore,
+    manifest_key: str,
+    body: bytes,
+    verifier: Verifier,
+    *,
+    predates_signing: bool,
+) -> str:
+    """What ``manifest.json.sig`` says of ``body``: valid, missing, invalid: why, or predates.
+
+    Raises StorageError (other than a missing object) when the signature cannot be read.
+    """
+    try:
+        verifier.verify(body, _read(store, signature_key(manifest_key)))
+    except ObjectMissing:
+        # Only the database can vouch that a job is older than signing: from the bucket
+        # alone a missing signature is always a problem.
+        return SIGNATURE_PREDATES if predates_signing else SIGNATURE_MISSING
+    except BadSignature as exc:
+        return f"invalid: {exc}"
+    return SIGNATURE_VALID
+
+
 class _Check:
     """One job's audit in progress: reads the manifest, then checks objects and prefixes."""
 
@@ -152,16 +176,9 @@ class _Check:
     def _signature(self, key: str, body: bytes, *, predates_signing: bool) -> None:
         if self.verifier is None:
             return
-        try:
-            self.verifier.verify(body, _read(self.store, signature_key(key)))
-        except ObjectMissing:
-            # Only the database can vouch that a job is older than signing: from the bucket
-            # alone a missing signature is always a problem.
-            self.report.signature = SIGNATURE_PREDATES if predates_signing else "missing"
-        except BadSignature as exc:
-            self.report.signature = f"invalid: {exc}"
-        else:
-            self.report.signature = SIGNATURE_VALID
+        self.report.signature = signature_status(
+            self.store, key, body, self.verifier, predates_signing=predates_signing
+        )
 
     def objects(self, sources: Mapping[str, Mapping[str, Expected]]) -> None:
         """Hash every object any source lists, once, and compare with each source."""

@@ -98,6 +98,8 @@ class ApiClient:
             )
         if response.status_code >= 400:
             raise _error_line(response)
+        if response.status_code == 204 or not response.content:
+            return None  # DELETE and friends: nothing to say
         try:
             return response.json()
         except ValueError:

@@ -1,14 +1,15 @@
 """`genvault events`, `genvault endpoints` and `genvault listen`: HTTP clients of the service.
 
-They talk to the running service (GENVAULT_URL, GENVAULT_TOKEN) rather than the database, so
-they work from any machine that can reach the API.
+They talk to the running service through the shared client (service.client.api: GENVAULT_URL,
+GENVAULT_TOKEN, defaulting to `make run`'s server) rather than the database, so they work from
+any machine that can reach the API. Errors propagate as ApiError: `genvault` prints them as one
+line and exits 1, like submit, jobs, retry and audit --job.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -17,46 +18,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
-import requests
-
-from service.config import DEV_API_TOKEN
+from service.client.api import ApiClient, ApiError
 from service.events import signing
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_BODY = 1024 * 1024
 
 
-class ApiError(Exception):
-    """The service answered with an error."""
-
-
 class Api:
-    def __init__(self, base: str | None = None, token: str | None = None) -> None:
-        self.base = (base or os.environ.get("GENVAULT_URL") or DEFAULT_URL).rstrip("/")
-        self.http = requests.Session()
-        tok = token or os.environ.get("GENVAULT_TOKEN") or DEV_API_TOKEN
-        self.http.headers["Authorization"] = f"Bearer {tok}"
+    """The shared client (GENVAULT_URL, GENVAULT_TOKEN, one-line errors) with query params."""
+
+    def __init__(self, client: ApiClient | None = None) -> None:
+        self.client = client or ApiClient.from_env()
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        try:
-            r = self.http.request(
-                method,
-                self.base + path,
-                json=body,
-                params={k: v for k, v in params.items() if v is not None},
-                timeout=30,
-            )
-        except requests.RequestException as exc:
-            raise ApiError(f"cannot reach {self.base}: {type(exc).__name__}") from None
-        if r.status_code >= 400:
-            try:
-                error = r.json()["error"]
-                detail = "; ".join(f"{e['field']}: {e['message']}" for e in error.get("errors", []))
-                message = f"{error['message']}" + (f" ({detail})" if detail else "")
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:200]
-            raise ApiError(f"HTTP {r.status_code}: {message}")
-        return r.json() if r.content else None
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.client.request(method, path, json=body, params=query or None)
 
 
 def _print(args: argparse.Namespace, data: Any, line: Callable[[Any], str] | None = None) -> None:
@@ -187,7 +163,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         hint = ""
         if "loopback" in str(exc) or "private-address" in str(exc):
             hint = " (the service must admit it: GENVAULT_EVENTS_ALLOWED_NETWORKS=127.0.0.1/32)"
-        raise ApiError(f"{exc}{hint}") from None
+        raise ApiError(f"{exc.message}{hint}", exc.status, exc.code) from None
     secret.append(endpoint["secret"])
     print(
         f"listening on {url} as endpoint {endpoint['id']}; Ctrl-C to stop",
@@ -221,12 +197,12 @@ def add_parsers(sub: Any) -> None:
     e.add_argument("--resend", metavar="EVENT_ID", help="send this event again")
     e.add_argument("--endpoint", help="with --resend: only to this endpoint")
     e.add_argument("--json", action="store_true")
-    e.set_defaults(func=_guard(cmd_events))
+    e.set_defaults(func=cmd_events)
 
     p = sub.add_parser("endpoints", help="manage the endpoints events are sent to")
     p.add_argument("--json", action="store_true")
     actions = p.add_subparsers(dest="action")
-    p.set_defaults(func=_guard(cmd_endpoints), action="list")
+    p.set_defaults(func=cmd_endpoints, action="list")
     actions.add_parser("list")
     c = actions.add_parser("create")
     c.add_argument("url")
@@ -243,15 +219,4 @@ def add_parsers(sub: Any) -> None:
     li.add_argument("--host", default="127.0.0.1")
     li.add_argument("--type", action="append", help="event type to receive (repeatable)")
     li.add_argument("--json", action="store_true", help="print each event as one JSON line")
-    li.set_defaults(func=_guard(cmd_listen))
-
-
-def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except ApiError as exc:
-            print(f"genvault: {exc}", file=sys.stderr)
-            return 1
-
-    return run
+    li.set_defaults(func=cmd_listen)

@@ -32,8 +32,9 @@ from service.jobs.states import JobStatus
 from service.providers.endpoints import ENDPOINTS
 from service.security.redaction import redact
 from service.security.tokens import file_signature
-from service.storage.base import StorageError
+from service.ui import events as ui_events
 from service.ui import queries
+from service.ui.manifest import read_manifest
 from service.ui.session import sign_in, sign_out, signed_in
 
 bp = Blueprint(
@@ -218,28 +219,26 @@ def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
     try:
         with c.db.transaction() as session:
             detail = queries.job_detail(session, get_job(session, job_id))
+            event_entries = ui_events.job_timeline(session, job_id)
     except NotFound:
         abort(404)
     job = detail.job
-    manifest: Any = None
-    manifest_error = None
-    if job.manifest_key:
-        try:
-            with c.store.open(job.manifest_key) as stream:
-                manifest = json.loads(stream.read())
-        except (StorageError, ValueError) as exc:
-            manifest_error = f"could not read the manifest: {exc}"
+    manifest = read_manifest(c.store, c.archiver.signer.verifier, job)
     answers = [cb for cb in detail.callbacks if cb.status == "success"] or detail.callbacks
     answer = redact(answers[-1].body) if answers else None
-    timeline: list[tuple[datetime, str]] = [(job.created_at, "created")]
+    Entry = ui_events.TimelineEntry
+    timeline = [Entry(job.created_at, "created")]
     if job.submitted_at:
-        timeline.append((job.submitted_at, "submitted to the provider"))
-    timeline += [(cb.received_at, f"{cb.source} received: {cb.status}") for cb in detail.callbacks]
+        timeline.append(Entry(job.submitted_at, "submitted to the provider"))
+    timeline += [
+        Entry(cb.received_at, f"{cb.source} received: {cb.status}") for cb in detail.callbacks
+    ]
     if job.archived_at:
-        timeline.append((job.archived_at, "archived"))
+        timeline.append(Entry(job.archived_at, "archived", "ok"))
     if job.status is JobStatus.FAILED:
-        timeline.append((job.updated_at, f"failed: {job.error_code}"))
-    timeline.sort(key=lambda item: item[0])
+        timeline.append(Entry(job.updated_at, f"failed: {job.error_code}", "bad"))
+    # Stable: at equal times the job's own steps stay ahead of the events they caused.
+    timeline = sorted([*timeline, *event_entries], key=lambda entry: entry.at)
     return render_template(
         "job.html",
         job=job,
@@ -247,7 +246,6 @@ def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
         links={a.key: _link(a.key) for a in [*detail.outputs, *detail.inputs] if a.key},
         thumbs={a.index: a for a in detail.derived},
         manifest=manifest,
-        manifest_error=manifest_error,
         answer=answer,
         # Stored bodies are already redacted; redacting again costs little and keeps it so.
         callback_bodies={cb.id: redact(cb.body) for cb in detail.callbacks},
@@ -293,6 +291,8 @@ def audit(job_id: str) -> str | tuple[str, int]:
 
 @bp.get("/ops")
 def ops() -> str:
+    now = utcnow()
     with container().db.transaction() as session:
-        data = queries.operations(session, utcnow())
-    return render_template("ops.html", ops=data, now=utcnow())
+        data = queries.operations(session, now)
+        endpoints = ui_events.endpoint_health(session, now)
+    return render_template("ops.html", ops=data, endpoints=endpoints, now=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.receivers import Receiver
 from tests.support.stack import TOKEN, Stack
 
 pytestmark = pytest.mark.e2e
@@ -63,13 +65,44 @@ def _images_loaded(page: Any, selector: str) -> list[int]:
     return widths
 
 
+def _wait_delivered(stack: Stack, job_id: str, timeout: float = 30) -> None:
+    """Until the job's job.archived event has reached every endpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = requests.get(
+            f"{stack.web_url}/v1/events",
+            params={"job_id": job_id, "type": "job.archived"},
+            headers=stack.auth,
+            timeout=10,
+        ).json()["events"]
+        if events:
+            deliveries = requests.get(
+                f"{stack.web_url}/v1/events/{events[0]['id']}/deliveries",
+                headers=stack.auth,
+                timeout=10,
+            ).json()["deliveries"]
+            if deliveries and all(d["status"] == "succeeded" for d in deliveries):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"job.archived of {job_id} was not delivered\n{stack.tail_logs()}")
+
+
 def test_sign_in_browse_filter_open_retry_and_refuse_cross_site(
     stack_factory: Callable[..., Stack],
     browser: Any,
     other_site: Callable[[str], str],
+    receivers: list[Receiver],
     tmp_path: Path,
 ) -> None:
-    stack = stack_factory()
+    stack = stack_factory(GENVAULT_EVENTS_ALLOWED_NETWORKS="127.0.0.1/32")
+    # An integration listening for events: the job page and the operations page show them.
+    r = requests.post(
+        f"{stack.web_url}/v1/endpoints",
+        json={"url": receivers[0].url, "description": "the CRM"},
+        headers=stack.auth,
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
     params = {"model_id": "flux", "width": 512, "height": 384, "samples": 2}
     good = [
         stack.submit("modelslab/text2img", {**params, "prompt": prompt}, metadata={"order": o})
@@ -165,5 +198,17 @@ def test_sign_in_browse_filter_open_retry_and_refuse_cross_site(
     page.click("text=Audit")
     assert "all objects match the manifest" in page.inner_text("#audit")
     assert "4 objects checked" in page.inner_text("#audit")  # 2 images, 2 thumbnails
+    # The manifest's signature checks out, and the timeline has the job's events.
+    assert page.inner_text("#signature") == "valid"
+    _wait_delivered(stack, good[0]["id"])
+    page.goto(f"{stack.web_url}/ui/jobs/{good[0]['id']}")
+    timeline = page.inner_text(".timeline")
+    assert f"job.archived delivered to {receivers[0].url}, 1 attempt" in timeline
     page.screenshot(path=str(shots / "job.png"), full_page=True)
+
+    # Operations: the endpoint with its delivery health.
+    page.goto(f"{stack.web_url}/ui/ops")
+    health = page.inner_text("#endpoint-health")
+    assert receivers[0].url in health and "enabled" in health and "the CRM" in health
+    page.screenshot(path=str(shots / "ops.png"), full_page=True)
     context.close()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +18,7 @@ from werkzeug.serving import make_server
 from service.app import create_app
 from service.cli import main
 from service.db.migrate import upgrade
+from service.db.models import EventEndpoint
 from service.jobs import records
 from service.jobs.states import JobStatus
 from service.wiring import Container, build
@@ -20,6 +26,7 @@ from tests.integration.test_events import EVENT_SETTINGS, drain, move, new_job
 from tests.support.app import TOKEN, make_settings
 from tests.support.db import sqlite_url
 from tests.support.receivers import start_receiver
+from tests.support.s3 import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,3 +91,52 @@ def test_endpoints_and_events_commands(
     assert code == 1 and "404" in err
     with served.db.transaction() as session:
         assert records.get_job(session, job_id).status is JobStatus.FAILED
+
+
+def test_errors_are_one_line_and_exit_1_like_the_other_client_commands(
+    served: Container, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENVAULT_TOKEN", "wrong")
+    code, _, err = run(capsys, "endpoints")
+    assert code == 1 and err.startswith("genvault: HTTP 401: the API refused the token")
+    monkeypatch.setenv("GENVAULT_URL", f"http://127.0.0.1:{free_port()}")
+    code, _, err = run(capsys, "events", "--type", "job.archived")
+    assert code == 1 and "connection refused" in err and err.count("\n") == 1
+
+
+def test_listen_registers_prints_verified_events_and_removes_itself(
+    served: Container, tmp_path: Path
+) -> None:
+    genvault = Path(sys.executable).parent / "genvault"
+    env = {
+        "PATH": str(genvault.parent),
+        "GENVAULT_URL": os.environ["GENVAULT_URL"],
+        "GENVAULT_TOKEN": TOKEN,
+    }
+    proc = subprocess.Popen(
+        [str(genvault), "listen", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        started = re.search(r"as endpoint (ep_\w+);", proc.stderr.readline())
+        assert started, proc.stderr.read()
+        endpoint_id = started.group(1)
+        job_id = new_job(served)
+        move(served, job_id, JobStatus.FAILED)
+        drain(served)
+        event = json.loads(proc.stdout.readline())
+        assert event["type"] == "job.failed" and event["data"]["id"] == job_id
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert f"removed endpoint {endpoint_id}" in err
+    with served.db.transaction() as session:
+        assert session.get(EventEndpoint, endpoint_id) is None

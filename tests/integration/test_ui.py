@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from service.archive import layout
+from service.db.models import DeliveryAttempt, Event, EventDelivery, EventEndpoint
 from service.db.types import utcnow
+from service.events import endpoints
+from service.jobs import records
 from service.jobs.records import get_job
 from service.jobs.states import JobStatus
 from service.jobs.submission import create_job
@@ -224,3 +232,218 @@ def test_removing_a_token_signs_its_sessions_out(tmp_path: Path) -> None:
     finally:
         before.close()
         after.close()
+
+
+def _archive(c: Container, job_id: str, *, signed: bool = True) -> str:
+    """Archive a job the way the pipeline ends one: manifest, signature, recorded digest.
+
+    ``signed=False`` makes a job from before manifests were signed (no .sig, no digest).
+    """
+    with c.db.transaction() as s:
+        job = get_job(s, job_id, for_update=True)
+        assert records.advance(job, JobStatus.PROCESSING)  # job.submitted
+    with c.db.transaction() as s:
+        job = get_job(s, job_id, for_update=True)
+        key = layout.manifest_key(job.created_at, job.id)
+        body = json.dumps({"job_id": job.id, "assets": []}).encode()
+        meta = {"job-id": job.id}
+        c.store.put_bytes(key, body, content_type="application/json", metadata=meta)
+        if signed:
+            sig = c.archiver.signer.sign(body)
+            c.store.put_bytes(key + ".sig", sig, content_type="application/json", metadata=meta)
+        assert records.advance(job, JobStatus.ARCHIVED)  # job.archived
+        job.manifest_key = key
+        job.manifest_sha256 = hashlib.sha256(body).hexdigest() if signed else None
+        job.archived_at = utcnow()
+    return key
+
+
+def _store_path(c: Container, key: str) -> Path:
+    return Path(urlparse(c.store.uri(key)).path)
+
+
+def _signature(page: str) -> str:
+    match = re.search(r'<dd id="signature" class="(ok|bad)">([^<]*)</dd>', page)
+    assert match, page
+    return f"{match.group(1)}: {match.group(2)}"
+
+
+def test_job_page_shows_the_manifest_signature_status(
+    client: FlaskClient, container: Container
+) -> None:
+    _sign_in(client)
+    job_id = _job(container, "a signed lighthouse")
+    key = _archive(container, job_id)
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert _signature(page) == "ok: valid"
+    assert "matches the SHA-256 recorded when it was written" in page
+
+    # Someone rewrites manifest.json in the store: the signature and the digest both say so.
+    path = _store_path(container, key)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes().replace(b"[]", b'[{"key": "x"}]'))
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert _signature(page) == "bad: invalid: the signature does not match the manifest"
+    assert "differs from the SHA-256 recorded when it was written" in page
+
+    _store_path(container, key + ".sig").unlink()
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    assert _signature(page) == "bad: missing"
+
+    old = _job(container, "archived before signing")
+    _archive(container, old, signed=False)
+    page = client.get(f"/ui/jobs/{old}").get_data(as_text=True)
+    assert _signature(page) == "ok: not signed (archived before signing)"
+    assert "no SHA-256 recorded" in page
+    # Not archived: nothing to check, and the gallery never reads manifests.
+    queued = client.get(f"/ui/jobs/{_job(container, 'not yet')}").get_data(as_text=True)
+    assert 'id="signature"' not in queued and "Not archived yet." in queued
+
+
+def _endpoint(c: Container, url: str, **changes: object) -> str:
+    with c.db.transaction() as s:
+        endpoint = endpoints.create(s, url, None, None)
+        for name, value in changes.items():
+            setattr(endpoint, name, value)
+        return endpoint.id
+
+
+def _deliveries(c: Container, endpoint_id: str) -> dict[str, EventDelivery]:
+    """The endpoint's deliveries by their event's type (the outbox made them)."""
+    with c.db.transaction() as s:
+        rows = s.execute(
+            select(Event.type, EventDelivery)
+            .join(EventDelivery, EventDelivery.event_id == Event.id)
+            .where(EventDelivery.endpoint_id == endpoint_id)
+        ).all()
+    return {str(kind): delivery for kind, delivery in rows}
+
+
+def _attempts(c: Container, delivery_id: int, status: str, *answers: int | str) -> None:
+    """Record attempts (an HTTP status or an error) and the delivery's outcome."""
+    with c.db.transaction() as s:
+        for i, answer in enumerate(answers):
+            s.add(
+                DeliveryAttempt(
+                    delivery_id=delivery_id,
+                    at=utcnow() + timedelta(seconds=i + 1),
+                    response_status=answer if isinstance(answer, int) else None,
+                    error=answer if isinstance(answer, str) else None,
+                    duration_ms=12,
+                )
+            )
+        delivery = s.get(EventDelivery, delivery_id)
+        assert delivery is not None
+        delivery.status = status
+        delivery.attempts = len(answers)
+        delivery.next_attempt_at = None if status != "pending" else utcnow() + timedelta(hours=1)
+
+
+def test_job_timeline_shows_events_and_their_deliveries(
+    client: FlaskClient, container: Container
+) -> None:
+    _sign_in(client)
+    crm = _endpoint(container, "https://crm.example.com/hooks")
+    job_id = _job(container, "an evented fox")
+    _archive(container, job_id)
+    sent = _deliveries(container, crm)
+    assert set(sent) == {"job.submitted", "job.archived"}
+    _attempts(container, sent["job.submitted"].id, "failed", "connection refused", 500)
+    _attempts(container, sent["job.archived"].id, "succeeded", 503, 204)
+
+    page = client.get(f"/ui/jobs/{job_id}").get_data(as_text=True)
+    items = re.findall(r"<li[^>]*><time[^>]*>[^<]*</time> ([^<]*)</li>", page)
+    url = "https://crm.example.com/hooks"
+    assert items == [
+        "created",
+        "event job.submitted",
+        "archived",
+        "event job.archived",  # written as the archiving transaction commits
+        f"job.submitted failed to reach {url} after 2 attempts (last: HTTP 500)",
+        f"job.archived delivered to {url}, 2 attempts",
+    ], items
+    times = re.findall(r'<li[^>]*><time datetime="([^"]+)"', page)
+    assert times == sorted(times)  # one time order for the job's steps and its events
+
+    # A delivery not yet tried: pending, with when it goes out.
+    late = _job(container, "later")
+    _archive(container, late)
+    page = client.get(f"/ui/jobs/{late}").get_data(as_text=True)
+    assert f"job.archived to {url} pending, 0 attempts so far, next attempt " in page
+
+
+def test_operations_show_endpoint_delivery_health(
+    client: FlaskClient, container: Container
+) -> None:
+    _sign_in(client)
+    assert "Event endpoints" not in client.get("/ui/ops").get_data(as_text=True)
+    crm = _endpoint(container, "https://crm.example.com/hooks", description="the CRM")
+    off = _endpoint(
+        container, "https://gone.example.com/", enabled=False, disabled_reason="answered 410 Gone"
+    )
+    for prompt in ("one", "two", "three"):
+        _archive(container, _job(container, prompt))
+    with container.db.transaction() as s:
+        rows = list(
+            s.execute(
+                select(EventDelivery)
+                .where(EventDelivery.endpoint_id == crm)
+                .order_by(EventDelivery.id)
+            ).scalars()
+        )
+        s.get(EventEndpoint, crm).last_success_at = utcnow()  # type: ignore[union-attr]
+    assert len(rows) == 6  # submitted and archived for each job
+    _attempts(container, rows[0].id, "succeeded", 204)
+    _attempts(container, rows[1].id, "succeeded", 204)
+    _attempts(container, rows[2].id, "failed", "timed out")
+    # One delivery from two days ago: outside the window, still the oldest pending.
+    with container.db.transaction() as s:
+        old = s.get(EventDelivery, rows[3].id)
+        assert old is not None
+        old.created_at = utcnow() - timedelta(days=2)
+
+    page = client.get("/ui/ops").get_data(as_text=True)
+    assert "Event endpoints" in page
+    row = re.search(rf'<tr data-endpoint-id="{crm}">(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = row.group(1)
+    assert "https://crm.example.com/hooks" in cells and "the CRM" in cells and "enabled" in cells
+    assert '<td class="n-succeeded">2</td>' in cells
+    assert '<td class="n-failed">1</td>' in cells
+    assert '<td class="n-pending">2</td>' in cells  # the two-day-old one is outside the window
+    assert re.search(r"<td>\d+s ago</td>\s*<td>2d ago</td>", cells), cells
+    disabled = re.search(rf'<tr data-endpoint-id="{off}">(.*?)</tr>', page, re.S)
+    assert disabled
+    assert "disabled" in disabled.group(1) and "answered 410 Gone" in disabled.group(1)
+    assert "<td>never</td>" in disabled.group(1) and "<td>none</td>" in disabled.group(1)
+
+
+def test_endpoint_health_is_read_off_an_index(tmp_path: Path) -> None:
+    """The health panel reads the window and the backlog by (status, created_at), no scan."""
+    from sqlalchemy import func, text
+
+    from service.db.migrate import upgrade
+    from service.wiring import build
+    from tests.support.app import make_settings
+
+    c = build(make_settings(f"sqlite:///{tmp_path / 'g.db'}", tmp_path))
+    upgrade(c.db.engine)
+    try:
+        statements = [
+            select(EventDelivery.endpoint_id, EventDelivery.status, func.count())
+            .where(
+                EventDelivery.status.in_(["pending", "succeeded", "failed"]),
+                EventDelivery.created_at >= utcnow() - timedelta(hours=24),
+            )
+            .group_by(EventDelivery.endpoint_id, EventDelivery.status),
+            select(EventDelivery.endpoint_id, func.min(EventDelivery.created_at))
+            .where(EventDelivery.status == "pending")
+            .group_by(EventDelivery.endpoint_id),
+        ]
+        for stmt in statements:
+            sql = stmt.compile(c.db.engine, compile_kwargs={"literal_binds": True})
+            with c.db.engine.connect() as conn:
+                plan = " | ".join(r[-1] for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "USING INDEX ix_event_deliveries_status" in plan, plan
+    finally:
+        c.close()
