@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from service.api.context import container
 from service.api.errors import DATABASE_RETRY_AFTER
-from service.api.openapi import Param, Reply, document, documented
+from service.api.openapi import RETRY_AFTER, Param, Reply, document, documented
 from service.api.schemas import Health, Readiness, respond
 from service.events import gauges
 from service.security.tokens import verify_file_signature
@@ -33,7 +33,10 @@ def healthz() -> tuple[Response, int]:
 @bp.get("/readyz")
 @documented(
     "Database and archive reachable",
-    {200: Readiness, 503: Reply("not ready: the checks say which part", Readiness)},
+    {
+        200: Readiness,
+        503: Reply("not ready: the checks say which part", Readiness, headers=(RETRY_AFTER,)),
+    },
     public=True,
 )
 def readyz() -> tuple[Response, int]:
