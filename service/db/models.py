@@ -81,7 +81,7 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_status_updated", "status", "updated_at"),
-        # The dashboard's filtered, newest-first pages (migration 0005).
+        # The dashboard's filtered, newest-first pages (migration 0003).
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_endpoint_id", "endpoint", "id"),
     )

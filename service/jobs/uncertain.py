@@ -41,7 +41,7 @@ class UncertainSubmissions:
         """When the unanswered attempt was made; None when no attempt awaits an answer.
 
         An answer, or a refusal the provider gave, clears the attempt (jobs.submission);
-        migration 0006 marks jobs that were mid-call before attempts were recorded.
+        migration 0005 marks jobs that were mid-call before attempts were recorded.
         """
         return job.submit_attempted_at
 

@@ -1,7 +1,7 @@
 """Submission attempts on jobs: a provider is never called twice without knowing it.
 
-Revision ID: 0006
-Revises: 0001
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-23
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 from service.db.types import UTCDateTime
 
-revision = "0006"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Events out: endpoints, the event outbox, deliveries and their attempts.
 
-Revision ID: 0003
-Revises: 0001
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-23
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 from service.db.types import UTCDateTime
 
-revision = "0003"
-down_revision = "0005"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
