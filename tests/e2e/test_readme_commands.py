@@ -25,6 +25,11 @@ TOKEN = "genvault-dev-token"  # what the README prints
 GENVAULT = str(Path(sys.executable).with_name("genvault"))
 
 
+# `make run` serves on :8000, which the client commands default to; the test's own server
+# listens on a free port, so it is the one thing they are told (GENVAULT_URL).
+_SERVER: dict[str, str] = {}
+
+
 def _env() -> dict[str, str]:
     env = {
         k: v
@@ -32,6 +37,7 @@ def _env() -> dict[str, str]:
         if not k.startswith(("GENVAULT_", "MODELSLAB_", "AIMLAPI_", "AWS_"))
     }
     env["GENVAULT_DEV"] = "1"
+    env.update(_SERVER)
     return env
 
 
@@ -59,6 +65,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    _SERVER["GENVAULT_URL"] = url
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -71,6 +78,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             pytest.fail("genvault dev did not start")
         yield url, tmp_path
     finally:
+        _SERVER.clear()
         process.terminate()
         process.wait(timeout=30)
 
@@ -116,6 +124,8 @@ def test_every_readme_command_works_right_after_make_run(dev: tuple[str, Path]) 
     listed = _run("jobs", cwd=cwd)
     assert listed.returncode == 0 and job_id in listed.stdout
     shown = _run("jobs", job_id, cwd=cwd)
+    assert shown.returncode == 0 and "archived" in shown.stdout and job_id in shown.stdout
+    shown = _run("jobs", job_id, "--json", cwd=cwd)
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "archived"
     submitted = _run(
         "submit",
@@ -125,6 +135,7 @@ def test_every_readme_command_works_right_after_make_run(dev: tuple[str, Path]) 
         "--param",
         "prompt=a fox",
         "--wait",
+        "--json",
         cwd=cwd,
     )
     assert submitted.returncode == 0, submitted.stderr

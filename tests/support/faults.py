@@ -122,10 +122,11 @@ def assert_invariant(stack: Stack, jobs: list[dict[str, Any]]) -> None:
     for job in jobs:
         done = stack.job(job["id"])
         assert done["status"] == "archived", done
-        verify_archive(stack, done)  # also: the job's objects are exactly manifest + outputs
+        verify_archive(stack, done)  # also: the job's objects are exactly what it lists
         keys = job_keys(stack, done["id"])
         assert sum(k.endswith("/manifest.json") for k in keys) == 1
-        assert len(keys) == 3, keys  # two images and one manifest
+        # Two images, their two thumbnails, one manifest and its signature.
+        assert len(keys) == 6, keys
         expected.update(keys)
     pages = s3_client(stack).get_paginator("list_objects_v2").paginate(Bucket=stack.bucket)
     stored = {o["Key"] for p in pages for o in p.get("Contents", [])}
