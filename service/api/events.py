@@ -14,6 +14,7 @@ from service.api.auth import require_token
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
+from service.api.paging import MAX_LIMIT, page_limit
 from service.api.schemas import respond
 from service.db.models import DeliveryAttempt, Event, EventDelivery
 from service.errors import FieldError, InvalidRequest, NotFound
@@ -23,8 +24,6 @@ from service.events.types import EventType
 bp = Blueprint("events", __name__, url_prefix="/v1")
 bp.before_request(require_token)
 bp.before_request(refuse_control_characters)
-
-MAX_LIMIT = 200
 
 
 class EventOut(BaseModel):
@@ -110,13 +109,7 @@ def index() -> tuple[Response, int]:
     kind = args.get("type")
     if kind is not None and kind not in set(EventType):
         errors.append(FieldError("type", f"must be one of {', '.join(EventType)}"))
-    try:
-        limit = int(args.get("limit", "50"))
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError
-    except ValueError:
-        errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
-        limit = 0
+    limit = page_limit(args, errors)
     if errors:
         raise InvalidRequest(errors)
     stmt = select(Event).order_by(Event.id.desc()).limit(limit + 1)

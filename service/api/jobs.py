@@ -14,6 +14,7 @@ from service.api.auth import require_token
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
+from service.api.paging import MAX_LIMIT, page_limit
 from service.api.schemas import AuditReport, JobList, JobOut, respond
 from service.api.views import job_out
 from service.archive.audit import audit_archived_job
@@ -29,7 +30,6 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1")
 bp.before_request(require_token)
 bp.before_request(refuse_control_characters)
 
-MAX_LIMIT = 200
 
 # What the job JSON shows, and nothing else: params may hold multi-MB data: URIs.
 _JOB_COLUMNS = load_only(
@@ -167,13 +167,7 @@ def index() -> tuple[Response, int]:
     status = args.get("status")
     if status is not None and status not in set(JobStatus):
         errors.append(FieldError("status", f"must be one of {', '.join(JobStatus)}"))
-    try:
-        limit = int(args.get("limit", "50"))
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError
-    except ValueError:
-        errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_LIMIT}"))
-        limit = 0
+    limit = page_limit(args, errors)
     if errors:
         raise InvalidRequest(errors)
     stmt = _select_jobs().order_by(Job.id.desc()).limit(limit + 1)

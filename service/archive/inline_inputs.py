@@ -25,7 +25,13 @@ from typing import Any
 from sqlalchemy import select
 
 from service.archive import layout
-from service.archive.pipeline import ImageStager, Staged, input_urls, keep, put_verified
+from service.archive.pipeline import (
+    ImageStager,
+    asset_row,
+    input_urls,
+    keep,
+    put_verified,
+)
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.errors import FieldError, InvalidRequest, PermanentError
@@ -100,7 +106,7 @@ class InlineInputs:
                     {"job-id": job_id, "sha256": item.sha256, "role": "input"},
                 )
                 item.path.unlink(missing_ok=True)
-                assets.append(_asset(job_id, item, key))
+                assets.append(asset_row(job_id, item, key))
                 summary = summarise_inline(value, archived_as=key)
                 summary["media_type"] = item.info.content_type
                 return summary
@@ -146,18 +152,3 @@ class InlineInputs:
                 keep(self.db, self.store, job, item, key)
                 keys[i] = key
         return keys
-
-
-def _asset(job_id: str, item: Staged, key: str) -> Asset:
-    return Asset(
-        job_id=job_id,
-        role=item.role,
-        index=item.index,
-        key=key,
-        source_url=item.source_url,
-        sha256=item.sha256,
-        size=item.size,
-        content_type=item.info.content_type,
-        width=item.info.width,
-        height=item.info.height,
-    )

@@ -393,20 +393,23 @@ def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | N
         metrics.ASSETS_ARCHIVED.labels(item.role).inc()
         metrics.ARCHIVED_BYTES.inc(item.size)
     with db.transaction() as session:
-        session.add(
-            Asset(
-                job_id=job.id,
-                role=item.role,
-                index=item.index,
-                key=key,
-                source_url=item.source_url,
-                sha256=item.sha256,
-                size=item.size,
-                content_type=item.info.content_type,
-                width=item.info.width,
-                height=item.info.height,
-            )
-        )
+        session.add(asset_row(job.id, item, key))
+
+
+def asset_row(job_id: str, item: Staged, key: str | None) -> Asset:
+    """The database row of a verified image (``key`` None: recorded, not stored)."""
+    return Asset(
+        job_id=job_id,
+        role=item.role,
+        index=item.index,
+        key=key,
+        source_url=item.source_url,
+        sha256=item.sha256,
+        size=item.size,
+        content_type=item.info.content_type,
+        width=item.info.width,
+        height=item.info.height,
+    )
 
 
 def put_verified(
