@@ -193,9 +193,10 @@ class Submitter:
         with self.db.transaction() as session:
             job = records.get_job(session, job_id, for_update=True)
             job.submit_attempted_at = None
-            callback_id = results.store(
-                session, job, answer, source="submit", digest=results.body_digest(answer.raw)
-            )
+            # Per attempt: an operator's retry may get the very same answer (the same refusal)
+            # and it must move the job again, not be taken for a redelivered duplicate.
+            digest = results.body_digest({"attempt": job.submit_attempts, "answer": answer.raw})
+            callback_id = results.store(session, job, answer, source="submit", digest=digest)
             if callback_id is not None:
                 results.apply(session, self.queue, job, answer, callback_id, timing=self.timing)
 
