@@ -18,10 +18,9 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -29,6 +28,7 @@ from service import metrics
 from service.archive import layout, manifest, thumbnails
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
+from service.archive.parallel import in_parallel
 from service.config import NsfwPolicy
 from service.db.models import Asset, Callback, Job
 from service.db.session import Database
@@ -45,7 +45,6 @@ from service.storage.base import ArchiveStore, ObjectExists
 from service.tasks.queue import ClaimedTask
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 # Asks the job's provider for its current result (the fetch endpoint).
@@ -171,13 +170,13 @@ class Archiver:
 
         with tempfile.TemporaryDirectory(prefix="genvault-", dir=self.workdir) as tmp:
             workdir = Path(tmp)
-            staged = _in_parallel(
+            staged = in_parallel(
                 lambda i, url: self.outputs.stage(
                     "output", i, url, workdir, base64_file=result.base64_files
                 ),
                 [(i, url) for i, url in enumerate(result.outputs) if ("output", i) not in done],
             )
-            _in_parallel(lambda item: self._store(job, item, nsfw=nsfw), [(x,) for x in staged])
+            in_parallel(lambda item: self._store(job, item, nsfw=nsfw), [(x,) for x in staged])
             if self.thumbnailer is not None and not nsfw:
                 # Derived previews for the dashboard; never fails the archive (see thumbnails).
                 # None of content flagged NSFW, so the gallery is safe to open anywhere.
@@ -354,23 +353,6 @@ def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
         "reason": reason,
         "error": exc.message,
     }
-
-
-# A job's images download, verify and upload side by side: one at a time, a job spent its
-# time waiting on one socket, slower than a naive get-then-put (bench/archive_throughput.py).
-IMAGES_AT_ONCE = 4
-
-
-def _in_parallel(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]]) -> list[T]:
-    """``[fn(*args) for args in calls]``, up to IMAGES_AT_ONCE at a time, results in order.
-
-    As with the loop, the first failure is raised (once all have ended).
-    """
-    if len(calls) <= 1:
-        return [fn(*args) for args in calls]
-    with ThreadPoolExecutor(min(IMAGES_AT_ONCE, len(calls)), "archive-image") as pool:
-        futures = [pool.submit(fn, *args) for args in calls]
-    return [f.result() for f in futures]
 
 
 def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from service.archive import layout
+from service.archive.parallel import in_parallel
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.storage.base import ArchiveStore, ObjectExists
@@ -66,11 +67,17 @@ class Thumbnailer:
         """
         assets = list(assets)
         have = {a.index for a in assets if a.role == ROLE}
-        for output in assets:
-            if output.role != "output" or output.index in have or not output.key:
-                continue
-            if output.key.startswith("quarantine/"):
-                continue  # no previews of content held back by the NSFW policy
+        wanted = [
+            (output,)
+            for output in assets
+            if output.role == "output"
+            and output.index not in have
+            and output.key
+            # No previews of content held back by the NSFW policy.
+            and not output.key.startswith("quarantine/")
+        ]
+
+        def one(output: Asset) -> None:
             try:
                 self._one(job, output, staged.get(output.index), workdir)
             except Exception:  # a preview must never cost the job its archive
@@ -79,6 +86,9 @@ class Thumbnailer:
                     exc_info=True,
                     extra={"job_id": job.id, "index": output.index},
                 )
+
+        # Side by side like the outputs: Pillow and the store's uploads release the GIL.
+        in_parallel(one, wanted)
 
     def _one(self, job: Job, output: Asset, source: Path | None, workdir: Path) -> None:
         assert output.key is not None
