@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.api import json_body
-from service.errors import RequestError, Unauthorized
+from service.errors import NotFound, RequestError, Unauthorized
 from service.jobs import results
 from service.jobs.ingest import Outcome, WebhookIngest
-from service.providers.base import Provider
+from service.providers.base import Provider, ProviderRejected
 from service.security.tokens import verify_webhook_token
 
 
@@ -46,7 +46,11 @@ class CallbackReceiver:
 
     def receive(self, provider: str, track_id: str, body: bytes) -> Outcome:
         payload = parse_body(body)
-        answer = self.providers[provider].parse_callback(payload)
+        try:
+            answer = self.providers[provider].parse_callback(payload)
+        except ProviderRejected as exc:
+            # A provider that sends no webhooks (AI/ML API): there is nothing here to call.
+            raise NotFound(exc.message) from None
         values = results.callback_values(answer, digest=results.body_digest(body))
         return self.ingest.record(provider, track_id, values)
 

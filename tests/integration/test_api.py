@@ -235,6 +235,7 @@ def test_a_failed_callback_fails_the_job_with_the_provider_message(
         ("not-json", 400),
         ("json-array", 400),
         ("other-provider-token", 401),
+        ("provider-without-webhooks", 404),
     ],
 )
 def test_bad_callbacks_get_their_status_and_change_nothing(
@@ -258,6 +259,10 @@ def test_bad_callbacks_get_their_status_and_change_nothing(
         r = _hook(client, track, b"<html>not json</html>")
     elif case == "json-array":
         r = _hook(client, track, b"[1, 2]")
+    elif case == "provider-without-webhooks":
+        # A genuine token, but AI/ML API answers synchronously and never calls back.
+        token = webhook_token(SECRET.encode(), "aimlapi", track)
+        r = client.post(f"/webhooks/aimlapi/{track}?token={token}", data=good)
     else:
         token = webhook_token(SECRET.encode(), "aimlapi", track)
         r = client.post(f"/webhooks/modelslab/{track}?token={token}", data=good)
