@@ -137,7 +137,16 @@ def test_several_workers_share_one_postgresql(stack_factory: Callable[..., Stack
 
 
 def test_a_worker_killed_mid_flight_loses_nothing(stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory(GENVAULT_WORKER_LEASE_SECONDS="2", GENVAULT_WORKER_CONCURRENCY="2")
+    # A submission the worker committed as attempted but may not have sent when it died is
+    # "uncertain": by default it waits out a grace period and then fails rather than risk
+    # paying twice (tests/e2e/test_outage.py checks that). Here the point is that nothing is
+    # lost, so such a job is resubmitted after a short grace.
+    stack = stack_factory(
+        GENVAULT_WORKER_LEASE_SECONDS="2",
+        GENVAULT_WORKER_CONCURRENCY="2",
+        GENVAULT_SUBMIT_UNCERTAIN_GRACE_SECONDS="3",
+        GENVAULT_RESUBMIT_UNCERTAIN="true",
+    )
     jobs = [
         stack.submit(
             "modelslab/text2img",
