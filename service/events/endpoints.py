@@ -14,7 +14,7 @@ from service.errors import FieldError, InvalidRequest, NotFound
 from service.events import outbox, signing
 from service.events.sender import check_address
 from service.events.types import DeliveryStatus, new_endpoint_id
-from service.fetch.downloader import Resolver, system_resolver
+from service.fetch.pinned import Resolver, system_resolver
 from service.fetch.policy import AddressPolicy, DownloadRefused, parse_target
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue

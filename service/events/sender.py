@@ -7,16 +7,21 @@ never an exception: the delivery handler decides what it means.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
 from urllib3 import exceptions as urllib3_errors
 
-from service.fetch.downloader import Resolver, system_resolver
+from service.fetch.pinned import (
+    NoAddresses,
+    Resolver,
+    checked_address,
+    pinned_pool,
+    retry_after_seconds,
+    system_resolver,
+)
 from service.fetch.policy import AddressPolicy, DownloadRefused, IPAddress, Target, parse_target
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -38,18 +43,10 @@ class Answer:
 
 def check_address(target: Target, addresses: AddressPolicy, resolve: Resolver) -> IPAddress:
     """The one address to connect to; DownloadRefused (naming the rule) if any is refused."""
-    if target.ip is not None:
-        addresses.check(target.ip, target.host)
-        return target.ip
     try:
-        found = resolve(target.host, target.port)
-    except (OSError, UnicodeError):
+        return checked_address(target, addresses, resolve)
+    except (OSError, UnicodeError, NoAddresses):
         raise DownloadRefused("unresolvable", target.host) from None
-    if not found:
-        raise DownloadRefused("unresolvable", target.host)
-    for ip in found:
-        addresses.check(ip, target.host)
-    return found[0]
 
 
 class Sender:
@@ -102,28 +99,16 @@ class Sender:
         finally:
             pool.close()
         status = response.status
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if 300 <= status < 400:
             return Answer(status, "redirect not followed", retry_after)
         return Answer(status, None, retry_after)
 
     def _pool(self, target: Target, address: IPAddress) -> HTTPConnectionPool:
-        # Built for the checked address, never the name, so nothing resolves it again; TLS
-        # still verifies the certificate for the name (as in fetch.downloader).
-        # total: connect plus waiting for the answer stay within one timeout.
+        # Pinned to the checked address (fetch/pinned.py), as downloads are. total: connect
+        # plus waiting for the answer stay within one timeout.
         timeout = Timeout(total=self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout))
-        if target.scheme == "https":
-            return HTTPSConnectionPool(
-                str(address),
-                target.port,
-                timeout=timeout,
-                retries=False,
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=self._ca_certs,
-                assert_hostname=target.host,
-                server_hostname=target.host if target.ip is None else None,
-            )
-        return HTTPConnectionPool(str(address), target.port, timeout=timeout, retries=False)
+        return pinned_pool(target, address, timeout, self._ca_certs)
 
     def _drain(self, response: BaseHTTPResponse, deadline: float) -> None:
         """Read at most 64 KB of the answer, within the total deadline; the rest is dropped."""
@@ -149,19 +134,3 @@ def _describe(exc: urllib3_errors.HTTPError, host: str, timeout: float, deadline
     if isinstance(exc, urllib3_errors.SSLError):
         return f"TLS with host {host!r} failed"
     return f"connection to host {host!r} failed: {type(exc).__name__}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import logging
 import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
 from prometheus_client import Counter
-from urllib3 import BaseHTTPResponse, HTTPConnectionPool, HTTPSConnectionPool, Timeout
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
 from urllib3 import exceptions as urllib3_errors
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from service.errors import PermanentError, TransientError
+from service.fetch.pinned import (
+    NoAddresses,
+    Resolver,
+    checked_address,
+    pinned_pool,
+    retry_after_seconds,
+    system_resolver,
+)
 from service.fetch.policy import (
     AddressPolicy,
     DownloadRefused,
@@ -49,8 +55,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Worth retrying: 404 because provider outputs may 404 until they are ready.
 TRANSIENT_STATUSES = frozenset({404, 408, 429})
 
-Resolver = Callable[[str, int], Sequence[IPAddress]]
-
 
 class DownloadTooLarge(PermanentError):
     """The download exceeds the byte cap."""
@@ -67,12 +71,6 @@ class Downloaded:
     sha256: str
     content_type: str | None
     final_url: str
-
-
-def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """Every address the system resolver gives for ``host`` (one lookup)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
 class Downloader:
@@ -172,52 +170,26 @@ class Downloader:
 
     def _checked_address(self, target: Target) -> IPAddress:
         """Resolve once and check every answer: one bad answer refuses the host."""
-        if target.ip is not None:
-            self.addresses.check(target.ip, target.host)
-            return target.ip
         try:
-            addresses = self._resolve(target.host, target.port)
+            return checked_address(target, self.addresses, self._resolve)
         except socket.gaierror as exc:
             raise _resolution_error(exc, target.host) from None
+        except NoAddresses:
+            raise TransientError(f"cannot resolve host {target.host!r}: no addresses") from None
         except (OSError, UnicodeError) as exc:
             raise _reason(
                 TransientError(f"cannot resolve host {target.host!r}: {exc}"), "resolver"
             ) from None
-        if not addresses:
-            raise TransientError(f"cannot resolve host {target.host!r}: no addresses")
-        for address in addresses:
-            self.addresses.check(address, target.host)
-        # The first answer, as a client would pick it; no fallback so that every address we
-        # might connect to has been checked above and none comes from a second lookup.
-        return addresses[0]
 
     def _request(
         self, target: Target, address: IPAddress, deadline: float
     ) -> tuple[HTTPConnectionPool, BaseHTTPResponse]:
-        # The pool is built for the checked IP, never for the name, so urllib3 cannot
-        # resolve again (a rebinding DNS answer would otherwise pick the address). TLS still
-        # sends SNI for and verifies the certificate against the name: server_hostname and
-        # assert_hostname are urllib3's documented knobs for exactly this, which keeps us off
-        # private connection internals. urllib3 directly (not requests) also means no proxy
-        # from the environment can reroute the request.
+        # Pinned to the checked address (fetch/pinned.py): nothing resolves the name again.
         remaining = self._remaining(deadline, target)
         timeout = Timeout(
             connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining)
         )
-        pool: HTTPConnectionPool
-        if target.scheme == "https":
-            pool = HTTPSConnectionPool(
-                str(address),
-                target.port,
-                timeout=timeout,
-                retries=False,
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=self._ca_certs,
-                assert_hostname=target.host,
-                server_hostname=target.host if target.ip is None else None,
-            )
-        else:
-            pool = HTTPConnectionPool(str(address), target.port, timeout=timeout, retries=False)
+        pool = pinned_pool(target, address, timeout, self._ca_certs)
         headers = {
             "Host": target.host_header,
             "User-Agent": self.user_agent,
@@ -328,7 +300,7 @@ def _check_status(status: int, retry_after: str | None, target: Target) -> None:
     message = f"host {target.host!r} answered HTTP {status}"
     if status in TRANSIENT_STATUSES or status >= 500:
         raise _reason(
-            TransientError(message, retry_after=_retry_after(retry_after)), f"http_{status}"
+            TransientError(message, retry_after=retry_after_seconds(retry_after)), f"http_{status}"
         )
     raise _reason(PermanentError(message, code="download_failed"), f"http_{status}")
 
@@ -358,10 +330,3 @@ def _content_length(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit():
         return None
     return int(value)
-
-
-def _retry_after(value: str | None) -> float | None:
-    # Seconds only; an HTTP-date falls back to the caller's own backoff.
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value)

@@ -31,13 +31,8 @@ from prometheus_client import REGISTRY
 
 from service.config import Settings
 from service.errors import PermanentError, TransientError
-from service.fetch.downloader import (
-    Downloaded,
-    Downloader,
-    DownloadTooLarge,
-    Resolver,
-    system_resolver,
-)
+from service.fetch.downloader import Downloaded, Downloader, DownloadTooLarge
+from service.fetch.pinned import Resolver, system_resolver
 from service.fetch.policy import AddressPolicy, DownloadRefused, HostPolicy, IPAddress
 from service.wiring import build_downloader
 from tests.support import badfiles

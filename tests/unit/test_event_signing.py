@@ -13,8 +13,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.events import signing
 from service.events.outbox import event_type_for
-from service.events.sender import _retry_after
 from service.events.types import EventType
+from service.fetch.pinned import retry_after_seconds
 from service.jobs.states import JobStatus
 
 BODY = json.dumps({"type": "job.archived", "timestamp": "2026-11-23T00:00:00+00:00"}).encode()
@@ -83,9 +83,9 @@ def test_which_transition_emits_what(
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:
-    assert _retry_after("120") == 120.0
-    assert _retry_after(None) is None
-    assert _retry_after("soon") is None
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
-    value = _retry_after(later)
+    value = retry_after_seconds(later)
     assert value is not None and 80 <= value <= 91
