@@ -103,11 +103,12 @@ def test_a_thumbnail_that_fails_does_not_fail_the_archive(
 ) -> None:
     from service.archive import thumbnails
 
-    def broken(*_args: Any, **_kw: Any) -> tuple[int, int]:
+    def broken(*_args: Any, **_kw: Any) -> thumbnails.Preview:
         raise OSError("disk full while encoding")
 
-    # The vendor border (Pillow's encoder) fails; our own pipeline runs for real.
-    monkeypatch.setattr(thumbnails, "render", broken)
+    # The vendor border (Pillow's encoder) fails, whether the thumbnail is made from the
+    # pixels verification decoded or from the file; our own pipeline runs for real.
+    monkeypatch.setattr(thumbnails, "render_image", broken)
     job = _archive(vault, [fileserver.put("/a.png", badfiles.image_bytes("PNG", 64, 64))])
     assert job.status == "archived"
     with vault.store.open(job.manifest_key) as stream:
