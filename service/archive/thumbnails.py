@@ -51,7 +51,11 @@ def render_image(image: Image.Image) -> Preview:
     image = ImageOps.exif_transpose(image)  # a copy: thumbnail() below works in place
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
+    # reducing_gap=1.0: shrink by whole factors with reduce() (a box filter: each thumbnail
+    # pixel the mean of the block it covers), then resample only what is left (less than
+    # 2x). At preview size that looks the same as resampling all the way, in a fraction of
+    # the time.
+    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC, reducing_gap=1.0)
     out = io.BytesIO()
     image.save(out, "WEBP", quality=QUALITY, method=METHOD)
     return Preview(out.getvalue(), image.width, image.height)
