@@ -87,8 +87,8 @@ def verify_image(
 
     ``on_decoded`` is handed the image once it has passed, if the check decoded it whole (all
     but large JPEGs and PNGs, which are checked without holding their pixels), so a caller
-    can make something of its pixels without a second decode. What it raises is its own:
-    it is not an :class:`InvalidImage`.
+    can make something of its pixels without a second decode (and change them: the check
+    is done with them). What it raises is its own: it is not an :class:`InvalidImage`.
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Pillow would pad a truncated image silently; refuse to verify rather than lie.

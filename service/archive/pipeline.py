@@ -204,13 +204,13 @@ class Archiver:
         nsfw = bool(job.nsfw) or bool(result.nsfw)
         # Derived previews for the dashboard, never of content flagged NSFW, so the gallery
         # is safe to open anywhere.
-        previews = self.thumbnailer is not None and not nsfw
+        thumbnailing = self.thumbnailer is not None and not nsfw
 
         with tempfile.TemporaryDirectory(prefix="genvault-", dir=self.workdir) as tmp:
             workdir = Path(tmp)
             staged = in_parallel(
                 lambda i, url: self.outputs.stage(
-                    "output", i, url, workdir, base64_file=result.base64_files, preview=previews
+                    "output", i, url, workdir, base64_file=result.base64_files, preview=thumbnailing
                 ),
                 [(i, url) for i, url in enumerate(result.outputs) if ("output", i) not in done],
             )
@@ -221,7 +221,7 @@ class Archiver:
             )
             with self.db.transaction() as session:
                 session.add_all([row for pair in rows for row in pair])
-            if self.thumbnailer is not None and previews:
+            if self.thumbnailer is not None and thumbnailing:
                 # What is still without a thumbnail: outputs stored by an earlier run, or
                 # images too large to have been decoded whole while they were verified.
                 originals = {s.index: s.path for s in staged}

@@ -47,8 +47,11 @@ class Preview:
 
 
 def render_image(image: Image.Image) -> Preview:
-    """The thumbnail of an image already open (or decoded); ``image`` itself is not changed."""
-    image = ImageOps.exif_transpose(image)  # a copy: thumbnail() below works in place
+    """The thumbnail of an image already open (or decoded), which it shrinks in place.
+
+    In place, so a large image is never held twice (exif_transpose would otherwise copy it).
+    """
+    ImageOps.exif_transpose(image, in_place=True)
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     # reducing_gap=1.0: shrink by whole factors with reduce() (a box filter: each thumbnail
