@@ -290,7 +290,7 @@ class Archiver:
         """Store a verified output and then its thumbnail, if it has one; their asset rows."""
         key = self._key(job, item, nsfw=nsfw)
         if key is not None:
-            put(self.store, job, item, key)
+            put_staged(self.store, job, item, key)
         rows = [asset_row(job.id, item, key)]
         if item.preview is not None and self.thumbnailer is not None:
             with thumbnails.logged_failure(job, item.index):
@@ -417,12 +417,12 @@ def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
 def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:
     """Store a verified image under ``key`` (None: record only) and record it as an asset."""
     if key is not None:
-        put(store, job, item, key)
+        put_staged(store, job, item, key)
     with db.transaction() as session:
         session.add(asset_row(job.id, item, key))
 
 
-def put(store: ArchiveStore, job: Job, item: Staged, key: str) -> None:
+def put_staged(store: ArchiveStore, job: Job, item: Staged, key: str) -> None:
     """Store a verified image under ``key``, write-once, and count it."""
     put_verified(
         store,

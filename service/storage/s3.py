@@ -158,9 +158,9 @@ class S3Store:
         prefix = prefix.strip("/")
         self._prefix = f"{prefix}/" if prefix else ""
         # boto3 reads credentials, region and AWS_ENDPOINT_URL_S3 from the environment.
-        # ``connections``: as many as uploads can run at once. Past its pool, botocore opens
-        # a connection per request and drops it afterwards (a new TCP connection, and on
-        # servers such as moto a new thread, for every object).
+        # ``connections``: as many as uploads can run at once. Past its pool, urllib3 opens
+        # a connection for the request and discards it afterwards, so every upload over the
+        # count pays a new TCP (and TLS) handshake.
         config = CLIENT_CONFIG.merge(Config(max_pool_connections=connections))
         self._client: S3Client = client or boto3.client("s3", config=config)
         self._sse = sse
