@@ -4,6 +4,10 @@ They are *derived* objects: stored beside the outputs (``{job}/thumbs/{index}.we
 recorded as assets with role ``thumb`` and listed in the manifest under ``derived``, never
 as outputs. A thumbnail is a convenience for the dashboard, so one that cannot be made is
 logged and skipped: it never fails the archive.
+
+Most are rendered from the pixels verification has just decoded and stored right behind
+their output (pipeline.py); ``Thumbnailer.make`` renders the rest from files: outputs too
+large to have been decoded whole, and outputs stored by an earlier run.
 """
 
 from __future__ import annotations
