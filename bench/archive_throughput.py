@@ -9,6 +9,10 @@ S3 in server mode. In the same run it times, in images per second:
   - genvault, worker concurrency: the same with --concurrency jobs at once (the worker's
     default worker_concurrency is 4)
 
+and, to show where the CPU goes, per image: the CPU of this process (the naive script, or
+genvault's pipeline) and of the moto server in each run, with the objects genvault stores
+per image (its output, the output's thumbnail, and per job a manifest and its signature).
+
     .venv/bin/python bench/archive_throughput.py [--jobs 8] [--images 4] [--concurrency 4]
     .venv/bin/python bench/archive_throughput.py --root /path/to/other/checkout  # that code
 """
@@ -23,6 +27,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -30,7 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_support import file_server, moto_server  # noqa: E402
+from bench_support import Server, file_server, moto_server  # noqa: E402
 
 
 def png(seed: int) -> bytes:
@@ -89,9 +94,21 @@ def make_jobs(container: object, groups: list[list[str]]) -> list[str]:
     return ids
 
 
-def measure(
-    args: argparse.Namespace, endpoint: str, urls: list[str], tmp: Path
-) -> tuple[float, float, float]:
+@dataclass
+class Figures:
+    naive: float  # images/s
+    single: float
+    many: float
+    # CPU seconds per image of this process and of the S3 server; genvault's figures are
+    # for its two runs (one stream, worker concurrency) together.
+    naive_cpu: float
+    naive_s3_cpu: float
+    genvault_cpu: float
+    genvault_s3_cpu: float
+    objects_per_image: float
+
+
+def measure(args: argparse.Namespace, s3_server: Server, urls: list[str], tmp: Path) -> Figures:
     import boto3
 
     from service.db.migrate import upgrade
@@ -102,7 +119,7 @@ def measure(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ENDPOINT_URL_S3": s3_server.url,
     }.items():
         os.environ[k] = v
     s3 = boto3.client("s3")
@@ -121,20 +138,36 @@ def measure(
     upgrade(container.db.engine)
     try:
         naive(urls[:2], s3, bucket)  # warm up connections on both sides
+        cpu, s3_cpu = time.process_time(), s3_server.cpu_seconds()
         base_rate = naive(urls, s3, bucket)
+        naive_cpu = time.process_time() - cpu, s3_server.cpu_seconds() - s3_cpu
         single_ids = make_jobs(container, groups)
+        many_ids = make_jobs(container, groups)
+        cpu, s3_cpu = time.process_time(), s3_server.cpu_seconds()
         t0 = time.perf_counter()
         for job_id in single_ids:
             container.archiver.archive(job_id)
         single = len(urls) / (time.perf_counter() - t0)
-        many_ids = make_jobs(container, groups)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(container.archiver.archive, many_ids))
         many = len(urls) / (time.perf_counter() - t0)
+        genvault_cpu = time.process_time() - cpu, s3_server.cpu_seconds() - s3_cpu
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="archive/")
+        objects = sum(page.get("KeyCount", 0) for page in pages)
     finally:
         container.close()
-    return base_rate, single, many
+    n = len(urls)
+    return Figures(
+        base_rate,
+        single,
+        many,
+        naive_cpu[0] / n,
+        naive_cpu[1] / n,
+        genvault_cpu[0] / (2 * n),
+        genvault_cpu[1] / (2 * n),
+        objects / (2 * n),
+    )
 
 
 def main() -> int:
@@ -151,7 +184,7 @@ def main() -> int:
     n = args.jobs * args.images
     with (
         tempfile.TemporaryDirectory() as tmp,
-        moto_server() as endpoint,
+        moto_server() as s3_server,
     ):
         images = Path(tmp) / "img"
         images.mkdir()
@@ -160,9 +193,10 @@ def main() -> int:
             data = png(i)
             sizes.append(len(data))
             (images / f"{i}.png").write_bytes(data)
-        with file_server(images) as base:
-            urls = [f"{base}/{i}.png" for i in range(n)]
-            base_rate, single, many = measure(args, endpoint, urls, Path(tmp))
+        with file_server(images) as files:
+            urls = [f"{files.url}/{i}.png" for i in range(n)]
+            f = measure(args, s3_server, urls, Path(tmp))
+    base_rate, single, many = f.naive, f.single, f.many
     size = sum(sizes) / n / 1000
     print(f"archive: {n} images of 512x512 (~{size:.0f} KB), moto S3 server, same run")
     print(f"  naive get + put_object        {base_rate:6.1f} images/s   1.00x")
@@ -173,6 +207,11 @@ def main() -> int:
     print(
         f"  genvault, {args.concurrency} jobs at once       {many:6.1f} images/s"
         f"  {many / base_rate:5.2f}x  (goal >= 2x)"
+    )
+    print(
+        f"  CPU per image, this process + S3 server: naive {f.naive_cpu * 1000:.1f}"
+        f" + {f.naive_s3_cpu * 1000:.1f} ms, genvault {f.genvault_cpu * 1000:.1f}"
+        f" + {f.genvault_s3_cpu * 1000:.1f} ms ({f.objects_per_image:.2f} objects per image)"
     )
     return 0
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -18,8 +19,21 @@ from tests.support.s3 import free_port
 BIN = Path(sys.executable).parent
 
 
+@dataclass(frozen=True)
+class Server:
+    """A server process of a bench: where it answers, and what CPU it has used."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (Linux /proc), threads included."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def process_server(argv: list[str], url: str, probe: str = "/") -> Iterator[str]:
+def process_server(argv: list[str], url: str, probe: str = "/") -> Iterator[Server]:
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -33,25 +47,25 @@ def process_server(argv: list[str], url: str, probe: str = "/") -> Iterator[str]
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{argv[0]} did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 in server mode on a loopback port; yields its endpoint URL."""
+def moto_server() -> Iterator[Server]:
+    """moto's S3 in server mode on a loopback port (its URL is the endpoint)."""
     port = free_port()
     argv = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    with process_server(argv, f"http://127.0.0.1:{port}") as url:
-        yield url
+    with process_server(argv, f"http://127.0.0.1:{port}") as server:
+        yield server
 
 
 @contextmanager
-def file_server(directory: Path) -> Iterator[str]:
-    """Python's static file server on ``directory``; yields its base URL."""
+def file_server(directory: Path) -> Iterator[Server]:
+    """Python's static file server on ``directory`` (its URL is the base URL)."""
     port = free_port()
     argv = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(directory)]
-    with process_server([*argv, str(port)], f"http://127.0.0.1:{port}") as url:
-        yield url
+    with process_server([*argv, str(port)], f"http://127.0.0.1:{port}") as server:
+        yield server

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from service import __version__
 from service.archive.inline_inputs import InlineInputs
+from service.archive.parallel import IMAGES_AT_ONCE
 from service.archive.pipeline import Archiver, ImageLimits, ImageStager
 from service.archive.thumbnails import Thumbnailer
 from service.config import Settings
@@ -65,6 +66,8 @@ def build_store(settings: Settings) -> ArchiveStore:
         object_lock_mode=settings.s3_object_lock_mode,
         object_lock_days=settings.s3_object_lock_days,
         multipart_threshold=settings.s3_multipart_threshold,
+        # Each of the worker's jobs stores up to IMAGES_AT_ONCE objects side by side.
+        connections=settings.worker_concurrency * IMAGES_AT_ONCE,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -80,8 +81,15 @@ def verify_image(
     max_pixels: int,
     declared_content_type: str | None = None,
     max_bytes: int | None = None,
+    on_decoded: Callable[[Image.Image], None] | None = None,
 ) -> ImageInfo:
-    """Check ``path`` and describe the image, or raise :class:`InvalidImage`."""
+    """Check ``path`` and describe the image, or raise :class:`InvalidImage`.
+
+    ``on_decoded`` is handed the image once it has passed, if the check decoded it whole (all
+    but large JPEGs and PNGs, which are checked without holding their pixels), so a caller
+    can make something of its pixels without a second decode (and change them: the check
+    is done with them). What it raises is its own: it is not an :class:`InvalidImage`.
+    """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Pillow would pad a truncated image silently; refuse to verify rather than lie.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; cannot detect truncation")
@@ -98,7 +106,9 @@ def verify_image(
     kind = _KINDS[fmt]
     _check_label(declared_content_type, kind)
     _check_container(path, fmt, size)
-    width, height = _decode(path, kind, max_pixels)
+    width, height, decoded = _decode(path, kind, max_pixels)
+    if decoded is not None and on_decoded is not None:
+        on_decoded(decoded)
     return ImageInfo(fmt, kind.content_type, kind.extension, width, height)
 
 
@@ -183,8 +193,12 @@ def _png_chunks_problem(f: BinaryIO) -> str | None:
             return "trailing data after PNG IEND" if f.read(1) else None
 
 
-def _decode(path: Path, kind: _Kind, max_pixels: int) -> tuple[int, int]:
-    """Open with only the sniffed format's decoder, cap the pixels, then decode fully."""
+def _decode(path: Path, kind: _Kind, max_pixels: int) -> tuple[int, int, Image.Image | None]:
+    """Open with only the sniffed format's decoder, cap the pixels, then decode fully.
+
+    Also returns the decoded image when it was loaded whole (None when it was checked in a
+    streaming way); its pixels outlive the closed file.
+    """
     # catch_warnings swaps the process-wide filter list, so a concurrent thread may briefly
     # see this one filter. It only concerns Pillow's bomb warning, and every Pillow open in
     # the service goes through here, so the overlap is harmless.
@@ -197,33 +211,38 @@ def _decode(path: Path, kind: _Kind, max_pixels: int) -> tuple[int, int]:
                     raise InvalidImage(f"bad dimensions: {width}x{height}")
                 if width * height > max_pixels:
                     raise InvalidImage(f"too many pixels: {width}x{height} > {max_pixels}")
-                _decode_within_budget(path, img, kind)
+                whole = _decode_within_budget(path, img, kind)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise InvalidImage(f"too many pixels: {exc}") from None
         except _DECODE_ERRORS as exc:
             raise InvalidImage(_decode_reason(kind, exc)) from None
-    return width, height
+    return width, height, img if whole else None
 
 
-def _decode_within_budget(path: Path, img: Image.Image, kind: _Kind) -> None:
+def _decode_within_budget(path: Path, img: Image.Image, kind: _Kind) -> bool:
     """Decode every byte of pixel data, without holding a large image in memory.
 
     Small images are simply loaded. A large JPEG is decoded at 1/8 scale (the decoder still
     reads the whole entropy-coded stream, so truncation shows). A large PNG has its zlib
     stream inflated in bounded pieces and counted against what IHDR promises. Anything else
     large (WebP, interlaced PNG) is loaded whole: the pixel cap bounds it.
+
+    True when ``img`` now holds the whole image at full size.
     """
     width, height = img.size
     if width * height * len(img.getbands()) <= _DECODE_IN_MEMORY_BYTES:
         img.load()
-    elif kind.pillow_format == "JPEG":
+        return True
+    if kind.pillow_format == "JPEG":
         img.draft(img.mode, ((width + 7) // 8, (height + 7) // 8))
         img.load()
-    elif kind.pillow_format == "PNG" and (problem := _png_pixel_data_problem(path)) != "interlaced":
+        return False
+    if kind.pillow_format == "PNG" and (problem := _png_pixel_data_problem(path)) != "interlaced":
         if problem:
             raise InvalidImage(problem)
-    else:
-        img.load()
+        return False
+    img.load()
+    return True
 
 
 def _png_pixel_data_problem(path: Path) -> str | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from PIL import Image
 from sqlalchemy import select
 
 from service import metrics
@@ -66,6 +67,8 @@ class Staged:
     sha256: str
     size: int
     info: ImageInfo
+    # Its thumbnail, rendered from the pixels verification decoded (see ImageStager.stage).
+    preview: thumbnails.Preview | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,22 @@ class ImageStager:
         self.fetcher = fetcher
         self.limits = limits
 
-    def stage(self, role: str, index: int, url: str, workdir: Path, *, base64_file: bool) -> Staged:
+    def stage(
+        self,
+        role: str,
+        index: int,
+        url: str,
+        workdir: Path,
+        *,
+        base64_file: bool,
+        preview: bool = False,
+    ) -> Staged:
+        """Download (or decode) and verify; with ``preview``, also render its thumbnail.
+
+        The thumbnail comes from the pixels the check has just decoded: decoding is most of
+        a thumbnail's cost, and an image too large to decode whole in memory gets none here
+        (the thumbnailer renders it from the file later).
+        """
         raw = workdir / f"{role}-{index}.download"
         declared: str | None = None
         if url.startswith("data:"):
@@ -109,13 +127,30 @@ class ImageStager:
                 path = workdir / f"{role}-{index}.decoded"
                 size, sha256 = decode_base64_file(raw, path, self.limits.max_bytes)
                 declared = None
+        rendered: list[thumbnails.Preview] = []
+
+        def render(image: Image.Image) -> None:
+            # A failure here is met again, and logged, when the thumbnailer tries the file.
+            with contextlib.suppress(Exception):
+                rendered.append(thumbnails.render_image(image))
+
         info = verify_image(
             path,
             max_pixels=self.limits.max_pixels,
             declared_content_type=declared,
             max_bytes=self.limits.max_bytes,
+            on_decoded=render if preview else None,
         )
-        return Staged(role, index, describe_source(url), path, sha256, size, info)
+        return Staged(
+            role,
+            index,
+            describe_source(url),
+            path,
+            sha256,
+            size,
+            info,
+            rendered[0] if rendered else None,
+        )
 
 
 class Archiver:
@@ -167,20 +202,29 @@ class Archiver:
                 "the provider reported success but listed no images", code="no_outputs"
             )
         nsfw = bool(job.nsfw) or bool(result.nsfw)
+        # Derived previews for the dashboard, never of content flagged NSFW, so the gallery
+        # is safe to open anywhere.
+        thumbnailing = self.thumbnailer is not None and not nsfw
 
         with tempfile.TemporaryDirectory(prefix="genvault-", dir=self.workdir) as tmp:
             workdir = Path(tmp)
             staged = in_parallel(
                 lambda i, url: self.outputs.stage(
-                    "output", i, url, workdir, base64_file=result.base64_files
+                    "output", i, url, workdir, base64_file=result.base64_files, preview=thumbnailing
                 ),
                 [(i, url) for i, url in enumerate(result.outputs) if ("output", i) not in done],
             )
-            in_parallel(lambda item: self._store(job, item, nsfw=nsfw), [(x,) for x in staged])
-            if self.thumbnailer is not None and not nsfw:
-                # Derived previews for the dashboard; never fails the archive (see thumbnails).
-                # None of content flagged NSFW, so the gallery is safe to open anywhere.
-                originals = {s.index: s.path for s in staged if s.role == "output"}
+            # Each output goes up with its thumbnail right behind it, so one's preview travels
+            # while the next original does; their rows are then recorded in one transaction.
+            rows = in_parallel(
+                lambda item: self._store_output(job, item, nsfw=nsfw), [(x,) for x in staged]
+            )
+            with self.db.transaction() as session:
+                session.add_all([row for pair in rows for row in pair])
+            if self.thumbnailer is not None and thumbnailing:
+                # What is still without a thumbnail: outputs stored by an earlier run, or
+                # images too large to have been decoded whole while they were verified.
+                originals = {s.index: s.path for s in staged}
                 self.thumbnailer.make(job, iter_asset_rows(self.db, job_id), originals, workdir)
             for item in staged:
                 item.path.unlink(missing_ok=True)
@@ -242,7 +286,22 @@ class Archiver:
             log.warning("webhook outputs differ from the provider's", extra={"job_id": job.id})
         return answer
 
+    def _store_output(self, job: Job, item: Staged, *, nsfw: bool) -> list[Asset]:
+        """Store a verified output and then its thumbnail, if it has one; their asset rows."""
+        key = self._key(job, item, nsfw=nsfw)
+        if key is not None:
+            put_staged(self.store, job, item, key)
+        rows = [asset_row(job.id, item, key)]
+        if item.preview is not None and self.thumbnailer is not None:
+            with thumbnails.logged_failure(job, item.index):
+                rows.append(self.thumbnailer.store_preview(job, rows[0], item.preview))
+        return rows
+
     def _store(self, job: Job, item: Staged, *, nsfw: bool) -> None:
+        keep(self.db, self.store, job, item, self._key(job, item, nsfw=nsfw))
+
+    def _key(self, job: Job, item: Staged, *, nsfw: bool) -> str | None:
+        """Where ``item`` is stored; None when the NSFW policy records it without storing."""
         key: str | None
         if item.role == "input":
             key = layout.input_key(job.created_at, job.id, item.index, item.info.extension)
@@ -256,7 +315,7 @@ class Archiver:
                 item.info.extension,
                 quarantine=nsfw and self.nsfw_policy is NsfwPolicy.QUARANTINE,
             )
-        keep(self.db, self.store, job, item, key)
+        return key
 
     def _finish(
         self,
@@ -358,24 +417,29 @@ def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
 def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:
     """Store a verified image under ``key`` (None: record only) and record it as an asset."""
     if key is not None:
-        put_verified(
-            store,
-            key,
-            item.path,
-            item.sha256,
-            item.info.content_type,
-            {
-                "job-id": job.id,
-                "track-id": job.track_id,
-                "sha256": item.sha256,
-                "role": item.role,
-                "index": str(item.index),
-            },
-        )
-        metrics.ASSETS_ARCHIVED.labels(item.role).inc()
-        metrics.ARCHIVED_BYTES.inc(item.size)
+        put_staged(store, job, item, key)
     with db.transaction() as session:
         session.add(asset_row(job.id, item, key))
+
+
+def put_staged(store: ArchiveStore, job: Job, item: Staged, key: str) -> None:
+    """Store a verified image under ``key``, write-once, and count it."""
+    put_verified(
+        store,
+        key,
+        item.path,
+        item.sha256,
+        item.info.content_type,
+        {
+            "job-id": job.id,
+            "track-id": job.track_id,
+            "sha256": item.sha256,
+            "role": item.role,
+            "index": str(item.index),
+        },
+    )
+    metrics.ASSETS_ARCHIVED.labels(item.role).inc()
+    metrics.ARCHIVED_BYTES.inc(item.size)
 
 
 def asset_row(job_id: str, item: Staged, key: str | None) -> Asset:

@@ -145,6 +145,7 @@ class S3Store:
         object_lock_days: int | None = None,
         multipart_threshold: int = 64 * MIB,
         part_size: int = 16 * MIB,
+        connections: int = 10,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
@@ -157,7 +158,11 @@ class S3Store:
         prefix = prefix.strip("/")
         self._prefix = f"{prefix}/" if prefix else ""
         # boto3 reads credentials, region and AWS_ENDPOINT_URL_S3 from the environment.
-        self._client: S3Client = client or boto3.client("s3", config=CLIENT_CONFIG)
+        # ``connections``: as many as uploads can run at once. Past its pool, urllib3 opens
+        # a connection for the request and discards it afterwards, so every upload over the
+        # count pays a new TCP (and TLS) handshake.
+        config = CLIENT_CONFIG.merge(Config(max_pool_connections=connections))
+        self._client: S3Client = client or boto3.client("s3", config=config)
         self._sse = sse
         self._kms_key_id = kms_key_id
         self._storage_class = storage_class

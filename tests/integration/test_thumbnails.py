@@ -98,16 +98,33 @@ def test_each_output_gets_a_webp_thumbnail_listed_as_derived(
     assert report.checked == 4
 
 
+def test_an_output_too_large_to_decode_whole_gets_its_thumbnail_from_the_file(
+    vault: Container, fileserver: FileServer
+) -> None:
+    # 4000x3000 RGB decodes to 36 MB, past verification's in-memory budget: it is checked
+    # streaming, so the thumbnail cannot come from its pixels and is rendered from the file.
+    buf = BytesIO()
+    Image.new("RGB", (4000, 3000), (0, 90, 200)).save(buf, "PNG", compress_level=1)
+    job = _archive(vault, [fileserver.put("/large.png", buf.getvalue())])
+    assert job.status == "archived"
+    with vault.store.open(job.manifest_key) as stream:
+        (entry,) = json.loads(stream.read())["derived"]
+    assert (entry["width"], entry["height"]) == (256, 192)
+    with vault.store.open(entry["key"]) as stream, Image.open(stream) as thumb:
+        assert thumb.convert("RGB").getpixel((128, 96)) == pytest.approx((0, 90, 200), abs=3)
+
+
 def test_a_thumbnail_that_fails_does_not_fail_the_archive(
     vault: Container, fileserver: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from service.archive import thumbnails
 
-    def broken(*_args: Any, **_kw: Any) -> tuple[int, int]:
+    def broken(*_args: Any, **_kw: Any) -> thumbnails.Preview:
         raise OSError("disk full while encoding")
 
-    # The vendor border (Pillow's encoder) fails; our own pipeline runs for real.
-    monkeypatch.setattr(thumbnails, "render", broken)
+    # The vendor border (Pillow's encoder) fails, whether the thumbnail is made from the
+    # pixels verification decoded or from the file; our own pipeline runs for real.
+    monkeypatch.setattr(thumbnails, "render_image", broken)
     job = _archive(vault, [fileserver.put("/a.png", badfiles.image_bytes("PNG", 64, 64))])
     assert job.status == "archived"
     with vault.store.open(job.manifest_key) as stream:

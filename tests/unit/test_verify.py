@@ -4,7 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import ImageFile
+from PIL import Image, ImageFile
 
 from service.archive.image_checks import ImageInfo, InvalidImage, verify_image
 from tests.support import badfiles
@@ -25,6 +25,22 @@ def test_accepts_good_images(
 ) -> None:
     path = make(tmp_path / "image")
     assert verify_image(path, max_pixels=MAX_PIXELS) == expected
+
+
+def test_hands_on_the_decoded_pixels_of_an_image_that_passed(tmp_path: Path) -> None:
+    path = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(path)
+    seen: list[Image.Image] = []
+    verify_image(path, max_pixels=MAX_PIXELS, on_decoded=seen.append)
+    assert [(image.size, image.getpixel((39, 29))) for image in seen] == [((40, 30), (255, 0, 0))]
+
+
+def test_hands_on_nothing_of_an_image_that_failed(tmp_path: Path) -> None:
+    path = badfiles.truncated(tmp_path / "cut", "PNG")
+    seen: list[Image.Image] = []
+    with pytest.raises(InvalidImage):
+        verify_image(path, max_pixels=MAX_PIXELS, on_decoded=seen.append)
+    assert seen == []
 
 
 def test_records_real_dimensions(tmp_path: Path) -> None:

@@ -37,8 +37,10 @@ def _png(rows: int = H, cut: float | None = None, interlace: int = 0) -> bytes:
 def test_a_large_png_streams_through(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     path.write_bytes(_png())
-    info = verify_image(path, max_pixels=50_000_000)
+    decoded: list[Image.Image] = []
+    info = verify_image(path, max_pixels=50_000_000, on_decoded=decoded.append)
     assert (info.width, info.height, info.format) == (W, H, "png")
+    assert decoded == []  # its pixels were never all in memory, so there are none to hand on
 
 
 @pytest.mark.parametrize(
