@@ -60,9 +60,8 @@ WITH input AS (
     SELECT input.n, jobs.id, input.status, input.body, input.result, input.body_sha256
     FROM input
     JOIN jobs ON jobs.track_id = input.track_id
-    -- A track_id only answers to the provider its job was sent to.
-    JOIN json_each_text(CAST(%(providers)s AS json)) AS endpoint(name, provider)
-        ON endpoint.name = jobs.endpoint AND endpoint.provider = input.provider
+        -- A track_id only answers to the provider its job was sent to.
+        AND CAST(%(providers)s AS json) ->> jobs.endpoint = input.provider
 ), stored AS (
     INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
     SELECT id, 'webhook', status, body, result, body_sha256, %(now)s
