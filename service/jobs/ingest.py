@@ -49,7 +49,7 @@ class Outcome(enum.StrEnum):
 
 
 # The literals are SOURCE, TaskKind.CALLBACK and TaskStatus.QUEUED (a test checks them).
-# One statement for a whole batch (db/group_commit.py): row n of the arrays is request n.
+# One statement for a whole batch (db/group_commit.py): element n of the JSON is request n.
 _POSTGRES = """
 WITH input AS (
     SELECT * FROM json_to_recordset(CAST(%(batch)s AS json)) AS i(
@@ -57,21 +57,30 @@ WITH input AS (
         body_sha256 text
     )
 ), job AS (
-    SELECT input.n, jobs.id, input.status, input.body, input.result, input.body_sha256
+    -- LATERAL ... LIMIT 1 and the scalar subquery below are index lookups whatever the
+    -- planner believes: psycopg prepares this statement, and the generic plan cannot know
+    -- the batch holds a handful of rows (it assumes 100), which made a freshly loaded jobs
+    -- table look cheaper to hash than to probe: a sequential scan per webhook.
+    SELECT input.n, found.id, input.status, input.body, input.result, input.body_sha256
     FROM input
-    JOIN jobs ON jobs.track_id = input.track_id
-        -- A track_id only answers to the provider its job was sent to.
-        AND CAST(%(providers)s AS json) ->> jobs.endpoint = input.provider
+    CROSS JOIN LATERAL (
+        SELECT jobs.id FROM jobs
+        WHERE jobs.track_id = input.track_id
+          -- A track_id only answers to the provider its job was sent to.
+          AND CAST(%(providers)s AS json) ->> jobs.endpoint = input.provider
+        LIMIT 1
+    ) AS found
 ), stored AS (
     INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
     SELECT id, 'webhook', status, body, result, body_sha256, %(now)s
     FROM job
     -- A known duplicate is not even attempted: a speculative insert writes WAL, and WAL
     -- means a flush at commit, which made duplicates cost as much as new callbacks.
-    WHERE NOT EXISTS (
+    WHERE (
         SELECT 1 FROM callbacks c
         WHERE c.job_id = job.id AND c.source = 'webhook' AND c.body_sha256 = job.body_sha256
-    )
+        LIMIT 1
+    ) IS NULL
     ON CONFLICT (job_id, source, body_sha256) DO NOTHING
     RETURNING id, job_id, body_sha256
 ), queued AS (
