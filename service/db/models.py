@@ -52,8 +52,9 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     track_id: Mapped[str] = mapped_column(String(64), unique=True)
-    endpoint: Mapped[str] = mapped_column(String(100), index=True)
-    status: Mapped[JobStatus] = mapped_column(_str_enum(JobStatus, 16), index=True)
+    # Indexed by ix_jobs_endpoint_id and ix_jobs_status_id, which lead with these (0006).
+    endpoint: Mapped[str] = mapped_column(String(100))
+    status: Mapped[JobStatus] = mapped_column(_str_enum(JobStatus, 16))
     params: Mapped[dict[str, Any]]
     # "metadata" is reserved by SQLAlchemy's declarative base; the column keeps the name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata")
@@ -93,7 +94,8 @@ class Callback(Base):
     __tablename__ = "callbacks"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # Indexed by uq_callbacks_body, which leads with it (0006).
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
     source: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     body: Mapped[dict[str, Any]]  # as received, secrets removed

@@ -2,13 +2,16 @@
 
 The provider waits on the webhook, so the request does the least that keeps the promise
 "answered 200 means kept": one INSERT of the callback and of a ``callback`` task, committed
-together. The job's state machine runs later, in the worker (jobs/applying.py).
+together. The job's state machine runs later, in the worker (jobs/applying.py). The requests
+of one process that arrive together share that write (db/group_commit.py): under load most
+of a lone write's cost was its commit.
 
-On PostgreSQL this is a single statement in autocommit mode, one round trip: data-modifying
-CTEs insert the callback (ON CONFLICT DO NOTHING makes a retried body a no-op) and, only
-for a new row, its task. SQLite has no data-modifying CTEs: there it is two statements in
-one transaction (no extra round trip: the database is in process). Either way
-``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
+On PostgreSQL a batch is a single statement in autocommit mode, one round trip: the
+requests come as arrays, and data-modifying CTEs insert the callbacks (ON CONFLICT DO
+NOTHING makes a retried body a no-op) and, only for new rows, their tasks. SQLite has no
+data-modifying CTEs: there it is a few statements in one transaction (no extra round trip:
+the database is in process). Either way ``on_queued`` wakes the workers after the commit
+(tasks/wakeup.py).
 
 Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
 of the hot path, and SQLAlchemy's per-execution work (execution context, bind and result
@@ -24,7 +27,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -32,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from service.db.group_commit import GroupCommit
 from service.db.types import utcnow
 from service.errors import NotFound
 from service.providers.endpoints import ENDPOINTS
@@ -45,24 +49,40 @@ class Outcome(enum.StrEnum):
 
 
 # The literals are SOURCE, TaskKind.CALLBACK and TaskStatus.QUEUED (a test checks them).
+# One statement for a whole batch (db/group_commit.py): element n of the JSON is request n.
 _POSTGRES = """
-WITH job AS (
-    SELECT id FROM jobs
-    WHERE track_id = %(track_id)s AND endpoint = ANY(%(endpoints)s)
+WITH input AS (
+    SELECT * FROM json_to_recordset(CAST(%(batch)s AS json)) AS i(
+        n int, track_id text, provider text, status text, body json, result json,
+        body_sha256 text
+    )
+), job AS (
+    -- LATERAL ... LIMIT 1 and the scalar subquery below are index lookups whatever the
+    -- planner believes: psycopg prepares this statement, and the generic plan cannot know
+    -- the batch holds a handful of rows (it assumes 100), which made a freshly loaded jobs
+    -- table look cheaper to hash than to probe: a sequential scan per webhook.
+    SELECT input.n, found.id, input.status, input.body, input.result, input.body_sha256
+    FROM input
+    CROSS JOIN LATERAL (
+        SELECT jobs.id FROM jobs
+        WHERE jobs.track_id = input.track_id
+          -- A track_id only answers to the provider its job was sent to.
+          AND CAST(%(providers)s AS json) ->> jobs.endpoint = input.provider
+        LIMIT 1
+    ) AS found
 ), stored AS (
     INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
-    SELECT id, 'webhook', %(status)s, CAST(%(body)s AS json), CAST(%(result)s AS json),
-           CAST(%(body_sha256)s AS text), %(now)s
+    SELECT id, 'webhook', status, body, result, body_sha256, %(now)s
     FROM job
     -- A known duplicate is not even attempted: a speculative insert writes WAL, and WAL
     -- means a flush at commit, which made duplicates cost as much as new callbacks.
-    WHERE NOT EXISTS (
+    WHERE (
         SELECT 1 FROM callbacks c
-        WHERE c.job_id = job.id AND c.source = 'webhook'
-          AND c.body_sha256 = CAST(%(body_sha256)s AS text)
-    )
+        WHERE c.job_id = job.id AND c.source = 'webhook' AND c.body_sha256 = job.body_sha256
+        LIMIT 1
+    ) IS NULL
     ON CONFLICT (job_id, source, body_sha256) DO NOTHING
-    RETURNING id, job_id
+    RETURNING id, job_id, body_sha256
 ), queued AS (
     INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
                        run_after, created_at, updated_at)
@@ -71,9 +91,13 @@ WITH job AS (
     FROM stored
     RETURNING id
 )
--- The CTEs run whatever this reads; it reads whether the job exists (an unknown track_id
--- is not a duplicate) and the new callback's id, if there is one.
-SELECT EXISTS (SELECT 1 FROM job), (SELECT id FROM stored), (SELECT count(*) FROM queued)
+-- The CTEs run whatever this reads; per request: whether its job exists (an unknown
+-- track_id is not a duplicate) and its new callback's id, if there is one.
+SELECT input.n, job.id IS NOT NULL, stored.id, (SELECT count(*) FROM queued)
+FROM input
+LEFT JOIN job ON job.n = input.n
+LEFT JOIN stored ON stored.job_id = job.id AND stored.body_sha256 = job.body_sha256
+ORDER BY input.n
 """
 
 _SQLITE_LOOKUP = """
@@ -138,41 +162,68 @@ class WriterTurns:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class _Callback:
+    """One request's callback, as the batch statement takes it."""
+
+    provider: str
+    track_id: str
+    status: str
+    body: dict[str, Any]
+    result: dict[str, Any]
+    body_sha256: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.provider, self.track_id, self.body_sha256)
+
+
+# What the write says of one callback: is its job known, and the new row's id if it is new.
+_Written = tuple[bool, int | None]
+
+
 @dataclass
 class WebhookIngest:
-    """Records callbacks for the webhook view.
+    """Records callbacks for the webhook view, the requests of one process group-committed.
 
     ``engine`` is this writer's own: on PostgreSQL made with AUTOCOMMIT and without pool
     pre-ping (a dropped connection is retried once instead, saving a round trip a request).
     psycopg prepares the statement on each connection after its fifth use: planning these
-    CTEs costs five times more than running them.
+    CTEs costs five times more than running them. Requests that arrive while a write is in
+    flight share the next one (db/group_commit.py): each still answers only after its own
+    row committed, and the commit's round trip and WAL flush are paid once per batch.
     """
 
     engine: Engine
     max_attempts: int
     on_queued: Callable[[], None] = lambda: None
     turns: WriterTurns = field(init=False, repr=False)
+    _batches: GroupCommit[_Callback, _Written] = field(init=False, repr=False)
+    # The leader's cursor, kept with its connection: a new psycopg cursor per write (its
+    # adapters and row maker) cost 30 us. Only one batch is written at a time (the leader's),
+    # so one cursor serves.
+    _cursor: Any = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.turns = WriterTurns(
             self.engine.url.database if self.engine.dialect.name == "sqlite" else None
         )
+        self._batches = GroupCommit(self._write)
 
     def record(self, provider: str, track_id: str, values: dict[str, Any]) -> Outcome:
         """Keep the callback and queue its application; NotFound for an unknown track_id.
 
         ``values`` are the callback row's status, body (redacted), result and body_sha256.
         """
-        params = {
-            "track_id": track_id,
-            "endpoints": _endpoints_of(provider),
-            "status": values["status"],
-            "body": json.dumps(values["body"]),
-            "result": json.dumps(values["result"]),
-            "body_sha256": values["body_sha256"],
-            "max_attempts": self.max_attempts,
-        }
-        known, callback_id = self._write(params)
+        callback = _Callback(
+            provider,
+            track_id,
+            values["status"],
+            values["body"],
+            values["result"],
+            values["body_sha256"],
+        )
+        known, callback_id = self._batches.submit(callback)
         if not known:
             raise NotFound("unknown track_id")
         if callback_id is None:
@@ -180,16 +231,36 @@ class WebhookIngest:
         self.on_queued()
         return Outcome.ACCEPTED
 
-    def _write(self, params: dict[str, Any]) -> tuple[bool, int | None]:
+    def _write(self, batch: Sequence[_Callback]) -> list[_Written]:
+        # The same body twice in one batch (a provider's quick retry): written once, and
+        # the later ones answered as duplicates of it.
+        first: dict[tuple[str, str, str], int] = {}
+        unique: list[_Callback] = []
+        for callback in batch:
+            if callback.key not in first:
+                first[callback.key] = len(unique)
+                unique.append(callback)
+        written = self._write_unique(unique)
+        out: list[_Written] = []
+        seen: set[tuple[str, str, str]] = set()
+        for callback in batch:
+            known, callback_id = written[first[callback.key]]
+            out.append((known, None if callback.key in seen else callback_id))
+            seen.add(callback.key)
+        return out
+
+    def _write_unique(self, batch: Sequence[_Callback]) -> list[_Written]:
         postgres = self.engine.dialect.name == "postgresql"
         for attempt in (1, 2):
             # The pool's DBAPI connection itself: a SQLAlchemy Connection around it costs
-            # about 75 us a request more.
+            # about 75 us a batch more.
             raw = self.engine.raw_connection()
             try:
                 if postgres:
-                    return _write_postgres(raw.dbapi_connection, params)
-                return _write_sqlite(raw.dbapi_connection, params, self.turns)
+                    return _write_postgres(
+                        self._cursor_of(raw.dbapi_connection), batch, self.max_attempts
+                    )
+                return _write_sqlite(raw.dbapi_connection, batch, self.max_attempts, self.turns)
             except self.engine.dialect.loaded_dbapi.OperationalError:
                 # On PostgreSQL most likely a connection the database dropped (a restart):
                 # throw it away and try once more on a fresh one.
@@ -200,44 +271,94 @@ class WebhookIngest:
                 raw.close()
         raise AssertionError("unreachable")
 
+    def _cursor_of(self, dbapi: Any) -> Any:
+        if self._cursor is None or self._cursor.closed or self._cursor.connection is not dbapi:
+            self._cursor = dbapi.cursor()
+        return self._cursor
 
-def _write_postgres(dbapi: Any, params: dict[str, Any]) -> tuple[bool, int | None]:
+
+# Which provider each endpoint belongs to, as the PostgreSQL statement joins it.
+_PROVIDERS_JSON = json.dumps({name: spec.provider for name, spec in ENDPOINTS.items()})
+
+
+def _write_postgres(cur: Any, batch: Sequence[_Callback], max_attempts: int) -> list[_Written]:
+    # The batch travels as one JSON document: psycopg dumps one string, where arrays of
+    # text cost it more than the rest of the request (an escape pass per element).
+    rows = [
+        {
+            "n": n,
+            "track_id": c.track_id,
+            "provider": c.provider,
+            "status": c.status,
+            "body": c.body,
+            "result": c.result,
+            "body_sha256": c.body_sha256,
+        }
+        for n, c in enumerate(batch)
+    ]
+    params = {
+        "batch": json.dumps(rows),
+        "providers": _PROVIDERS_JSON,
+        "max_attempts": max_attempts,
+        "now": utcnow(),
+    }
     # The connection is in autocommit mode: this one statement is one transaction.
-    with dbapi.cursor() as cur:
-        cur.execute(_POSTGRES, params | {"now": utcnow()})
-        known, callback_id, _tasks = cur.fetchone()
-    return bool(known), callback_id
+    cur.execute(_POSTGRES, params)
+    found = cur.fetchall()
+    return [(bool(known), callback_id) for _n, known, callback_id, _tasks in found]
 
 
 def _write_sqlite(
-    dbapi: Any, params: dict[str, Any], turns: WriterTurns
-) -> tuple[bool, int | None]:
-    params = params | {
-        "endpoints": json.dumps(params["endpoints"]),
-        # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
-        "now": utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
-    }
+    dbapi: Any, batch: Sequence[_Callback], max_attempts: int, turns: WriterTurns
+) -> list[_Written]:
+    # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
+    now = utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    out: list[_Written] = [(False, None)] * len(batch)
+    new: list[tuple[int, str, _Callback]] = []  # (position, job id, callback)
     cur = dbapi.cursor()
     try:
-        # Unknown track_ids and duplicates are answered from a read, which in WAL mode takes
-        # no lock: only a new callback queues for the one writer.
-        found = cur.execute(_SQLITE_LOOKUP, params).fetchone()
-        if found is None:
-            return False, None
-        job_id, duplicate = found
-        if duplicate:
-            return True, None
+        # Unknown track_ids and duplicates are answered from reads, which in WAL mode take
+        # no lock: only new callbacks queue for the one writer.
+        for n, c in enumerate(batch):
+            found = cur.execute(
+                _SQLITE_LOOKUP,
+                {
+                    "track_id": c.track_id,
+                    "body_sha256": c.body_sha256,
+                    "endpoints": json.dumps(_endpoints_of(c.provider)),
+                },
+            ).fetchone()
+            if found is not None:
+                job_id, duplicate = found
+                out[n] = (True, None)
+                if not duplicate:
+                    new.append((n, job_id, c))
+        if not new:
+            return out
         # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
         # as everywhere else, takes the write lock up front.
         with turns.turn():
             cur.execute("BEGIN IMMEDIATE")
             try:
-                stored = cur.execute(_SQLITE_STORE, params | {"job_id": job_id}).fetchone()
-                if stored is None:  # the same body, stored by another request since the read
-                    cur.execute("ROLLBACK")
-                    return True, None
-                payload = json.dumps({"callback_id": stored[0]})
-                cur.execute(_SQLITE_QUEUE, params | {"job_id": job_id, "payload": payload})
+                for n, job_id, c in new:
+                    row = {
+                        "job_id": job_id,
+                        "status": c.status,
+                        "body": json.dumps(c.body),
+                        "result": json.dumps(c.result),
+                        "body_sha256": c.body_sha256,
+                        "now": now,
+                    }
+                    stored = cur.execute(_SQLITE_STORE, row).fetchone()
+                    if stored is None:  # the same body, stored by another request since the read
+                        continue
+                    payload = json.dumps({"callback_id": stored[0]})
+                    cur.execute(
+                        _SQLITE_QUEUE,
+                        {"job_id": job_id, "payload": payload, "max_attempts": max_attempts}
+                        | {"now": now},
+                    )
+                    out[n] = (True, int(stored[0]))
                 cur.execute("COMMIT")
             except BaseException:
                 if dbapi.in_transaction:
@@ -245,4 +366,4 @@ def _write_sqlite(
                 raise
     finally:
         cur.close()
-    return True, int(stored[0])
+    return out

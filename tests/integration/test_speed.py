@@ -135,6 +135,97 @@ def test_a_late_failure_is_stored_but_never_moves_the_job_back(
     assert client.get(f"/v1/jobs/{second['id']}", headers=AUTH).get_json()["status"] == "failed"
 
 
+def test_one_batch_answers_each_callback_for_itself(
+    client: FlaskClient, container: Container
+) -> None:
+    """The group-committed write (db/group_commit.py): new, repeated-in-the-batch, unknown,
+    other-provider and already-stored callbacks side by side, each with its own answer."""
+    from service.jobs.ingest import _Callback
+
+    a, b, stored = _job(client), _job(client), _job(client)
+    assert _hook(client, stored["track_id"], {**SUCCESS, "n": 0}).get_json() == {
+        "status": "accepted"
+    }
+
+    def cb(track_id: str, digest: str, provider: str = "modelslab") -> _Callback:
+        return _Callback(
+            provider, track_id, "success", {"d": digest}, {"status": "success"}, digest
+        )
+
+    ingest = container.receiver.ingest
+    with container.db.transaction() as s:
+        [already] = s.execute(select(Callback.body_sha256)).scalars()
+    written = ingest._write(  # the batch as the leader writes it
+        [
+            cb(a["track_id"], "1" * 64),
+            cb(a["track_id"], "1" * 64),  # the same body again, in the same batch
+            cb("f" * 32, "2" * 64),  # unknown track_id
+            cb(b["track_id"], "3" * 64, provider="aimlapi"),  # not the job's provider
+            cb(stored["track_id"], already),  # stored by an earlier request
+            cb(b["track_id"], "4" * 64),
+            cb(a["track_id"], "5" * 64),  # a second, different body for the same job
+        ]
+    )
+    known = [k for k, _ in written]
+    ids = [i for _, i in written]
+    assert known == [True, True, False, False, True, True, True]
+    assert ids[1] is None and ids[2] is None and ids[3] is None and ids[4] is None
+    new_ids = [i for i in (ids[0], ids[5], ids[6]) if i is not None]
+    assert len(set(new_ids)) == 3, ids
+    with container.db.transaction() as s:
+        rows = {
+            c.id: (c.job_id, c.body_sha256)
+            for c in s.execute(select(Callback)).scalars()
+            if c.id in new_ids
+        }
+        payloads = [
+            t.payload["callback_id"]
+            for t in s.execute(select(Task).where(Task.kind == TaskKind.CALLBACK)).scalars()
+        ]
+    assert rows == {
+        ids[0]: (a["id"], "1" * 64),
+        ids[5]: (b["id"], "4" * 64),
+        ids[6]: (a["id"], "5" * 64),
+    }
+    assert sorted(p for p in payloads if p in new_ids) == sorted(new_ids), "one task per row"
+
+
+def test_concurrent_webhooks_each_get_their_own_answer(
+    client: FlaskClient, container: Container
+) -> None:
+    """Sixteen threads at once, so that requests share writes: every new body is stored
+    once with one task, every repeat is a duplicate, every unknown track_id a 404."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [_job(client) for _ in range(12)]
+    app = client.application
+
+    def post(n: int) -> tuple[int, int, str]:
+        job = jobs[n % 12]
+        # Each job gets two distinct bodies, each sent twice; every fourth request unknown.
+        body = {**SUCCESS, "track_id": job["track_id"], "n": (n // 12) % 2}
+        track_id = job["track_id"] if n % 4 else "e" * 32
+        with app.test_client() as c:
+            r = _hook(c, track_id, body)
+        return n, r.status_code, (r.get_json() or {}).get("status", "")
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, range(48)))
+    unknown = [a for a in answers if a[0] % 4 == 0]
+    known = [a for a in answers if a[0] % 4]
+    assert {code for _, code, _ in unknown} == {404}
+    assert {code for _, code, _ in known} == {200}
+    accepted = [a for a in known if a[2] == "accepted"]
+    with container.db.transaction() as s:
+        stored = s.execute(select(Callback.job_id, Callback.body_sha256)).all()
+        tasks = s.execute(select(Task).where(Task.kind == TaskKind.CALLBACK)).scalars().all()
+    assert len(stored) == len(set(stored)) == len(accepted), "each body stored once"
+    assert len(tasks) == len(accepted)
+    # Which bodies reached the database: exactly those of the known requests, deduplicated.
+    sent = {(jobs[n % 12]["id"], (n // 12) % 2) for n, _, _ in known}
+    assert len(stored) == len(sent)
+
+
 def _spawn(url: str, out: Path, mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.support.worker_proc", url, str(out), mode],

@@ -1,0 +1,114 @@
+"""Group commit (db/group_commit.py): batches form while a write is in flight, each caller
+gets its own result or the batch's error, and nobody returns before its batch was written."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.db.group_commit import GroupCommit
+
+
+class Recorder:
+    """A write that blocks until released, so the test decides when batches form."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.written: set[int] = set()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, items: Sequence[int]) -> list[int]:
+        self.entered.set()
+        self.release.wait(5)
+        self.batches.append(list(items))
+        self.written.update(items)
+        return [i * 10 for i in items]
+
+
+def _wait_queued(group: GroupCommit[int, int], n: int) -> None:
+    for _ in range(500):
+        with group._cond:  # the test waits for callers to have queued
+            if len(group._queued) >= n:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{n} callers never queued")
+
+
+def test_a_lone_caller_writes_at_once() -> None:
+    rec = Recorder()
+    rec.release.set()
+    group = GroupCommit(rec.write)
+    assert group.submit(3) == 30
+    assert rec.batches == [[3]]
+
+
+def test_callers_that_arrive_during_a_write_share_the_next_one() -> None:
+    rec = Recorder()
+    group = GroupCommit(rec.write)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(group.submit, 0)
+        assert rec.entered.wait(5)
+        rest = [pool.submit(group.submit, i) for i in range(1, 8)]
+        _wait_queued(group, 7)
+        assert not any(f.done() for f in rest), "nobody returns before its write"
+        rec.release.set()
+        assert first.result(5) == 0
+        assert [f.result(5) for f in rest] == [i * 10 for i in range(1, 8)]
+    assert rec.batches[0] == [0]
+    assert sorted(rec.batches[1]) == list(range(1, 8)), "the seven shared one write"
+    assert len(rec.batches) == 2
+
+
+def test_batches_never_exceed_max_batch_and_every_item_is_written_once() -> None:
+    rec = Recorder()
+    group = GroupCommit(rec.write, max_batch=3)
+    with ThreadPoolExecutor(10) as pool:
+        first = pool.submit(group.submit, 0)
+        assert rec.entered.wait(5)
+        rest = [pool.submit(group.submit, i) for i in range(1, 10)]
+        _wait_queued(group, 9)
+        rec.release.set()
+        results = [first.result(5)] + [f.result(5) for f in rest]
+    assert results == [i * 10 for i in range(10)]
+    assert max(len(b) for b in rec.batches) <= 3
+    assert sorted(i for b in rec.batches for i in b) == list(range(10))
+
+
+def test_a_failed_write_fails_every_caller_of_that_batch_and_no_other() -> None:
+    calls = 0
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def write(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            entered.set()
+            gate.wait(5)
+            return list(items)
+        if calls == 2:
+            raise RuntimeError("the database went away")
+        return list(items)
+
+    group = GroupCommit(write)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(group.submit, 1)
+        assert entered.wait(5)
+        doomed = [pool.submit(group.submit, i) for i in (2, 3)]
+        _wait_queued(group, 2)
+        gate.set()
+        assert first.result(5) == 1
+        for f in doomed:
+            with pytest.raises(RuntimeError, match="went away"):
+                f.result(5)
+    assert group.submit(4) == 4, "the next batch writes again"
+
+
+def test_a_write_that_returns_the_wrong_number_of_results_is_an_error() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: [])
+    with pytest.raises(AssertionError, match="0 results for 1 items"):
+        group.submit(1)
