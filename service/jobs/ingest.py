@@ -52,8 +52,11 @@ class Outcome(enum.StrEnum):
 # One statement for a whole batch (db/group_commit.py): element n of the JSON is request n.
 _POSTGRES = """
 WITH input AS (
+    -- body and result come as JSON texts inside the batch, cast back below: a field read
+    -- as json here would be unescaped on the way, and an escaped NUL (valid JSON, which a
+    -- provider may send) cannot be unescaped into PostgreSQL text.
     SELECT * FROM json_to_recordset(CAST(%(batch)s AS json)) AS i(
-        n int, track_id text, provider text, status text, body json, result json,
+        n int, track_id text, provider text, status text, body text, result text,
         body_sha256 text
     )
 ), job AS (
@@ -72,7 +75,7 @@ WITH input AS (
     ) AS found
 ), stored AS (
     INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
-    SELECT id, 'webhook', status, body, result, body_sha256, %(now)s
+    SELECT id, 'webhook', status, CAST(body AS json), CAST(result AS json), body_sha256, %(now)s
     FROM job
     -- A known duplicate is not even attempted: a speculative insert writes WAL, and WAL
     -- means a flush at commit, which made duplicates cost as much as new callbacks.
@@ -290,8 +293,8 @@ def _write_postgres(cur: Any, batch: Sequence[_Callback], max_attempts: int) -> 
             "track_id": c.track_id,
             "provider": c.provider,
             "status": c.status,
-            "body": c.body,
-            "result": c.result,
+            "body": json.dumps(c.body),
+            "result": json.dumps(c.result),
             "body_sha256": c.body_sha256,
         }
         for n, c in enumerate(batch)

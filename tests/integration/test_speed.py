@@ -190,6 +190,19 @@ def test_one_batch_answers_each_callback_for_itself(
     assert sorted(p for p in payloads if p in new_ids) == sorted(new_ids), "one task per row"
 
 
+def test_a_body_with_an_escaped_nul_is_stored_as_sent(
+    client: FlaskClient, container: Container
+) -> None:
+    # Valid JSON that PostgreSQL text cannot hold once unescaped: the batch must carry it
+    # as JSON text all the way into the json column.
+    job = _job(client)
+    body = {**SUCCESS, "track_id": job["track_id"], "message": "a\u0000b"}
+    assert _hook(client, job["track_id"], body).get_json() == {"status": "accepted"}
+    with container.db.transaction() as s:
+        [stored] = s.execute(select(Callback.body)).scalars()
+    assert stored["message"] == "a\u0000b"
+
+
 def test_concurrent_webhooks_each_get_their_own_answer(
     client: FlaskClient, container: Container
 ) -> None:
