@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -18,8 +17,9 @@ from types import FrameType
 from service import metrics
 from service.db.availability import DatabaseUnavailable, is_unavailable, until_answered
 from service.errors import PermanentError
-from service.tasks.completions import CompletionBatcher
+from service.tasks.completions import CompletionRecorder
 from service.tasks.kinds import TaskKind
+from service.tasks.prefetch import Prefetch
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.wakeup import Wakeup
@@ -83,13 +83,18 @@ class Worker:
         self._abandon_writes = abandon_writes or threading.Event()
         # The heartbeat outlives the stop event: tasks finishing during shutdown stay leased.
         self._heartbeat_stop = threading.Event()
-        # Tasks finishing together are recorded done in one write (tasks/completions.py).
-        self._completions = CompletionBatcher(queue, self.id)
-        self._claim_batch = max(1, concurrency // 4)
+        # Claimed tasks wait here for a runner (tasks/prefetch.py); finished ones are
+        # recorded done in batches by one thread (tasks/completions.py).
+        self._prefetch = Prefetch(concurrency, on_room=self.wake_event.set)
+        self._completions = CompletionRecorder(
+            queue, self.id, settle=self._settle, abandon_writes=self._abandon_writes
+        )
+        # Claims fail every poll while the database is away: said once, not every time.
+        self._database_away = False
 
     @property
     def in_flight(self) -> int:
-        """Tasks claimed and not yet settled."""
+        """Tasks claimed and not yet settled (waiting, running, or their outcome unwritten)."""
         with self._lock:
             return len(self._held)
 
@@ -100,40 +105,26 @@ class Worker:
     # -- one task ---------------------------------------------------------------------------
 
     def execute(self, task: ClaimedTask) -> None:
-        """Run one claimed task and record its outcome. Never raises.
+        """Run one claimed task and record its outcome, in this thread. Never raises.
 
         The task stays held (its lease renewed by the heartbeat) until its outcome is
         written: a database outage delays the write, it does not lose the outcome.
         """
         started = time.monotonic()
-        # Nothing is "done" until the database says so.
-        outcome = "unrecorded"
-        try:
-            outcome = self._run_and_record(task)
-        except DatabaseUnavailable:
-            # Stopping while the database is away: the lease brings the task back.
-            log.warning("leaving the task to its lease", extra={"task_id": task.id})
-        except Exception:  # a bug must not kill the pool thread silently
-            log.exception("recording a task outcome failed", extra={"task_id": task.id})
-        finally:
-            with self._lock:
-                self._held.pop(task.id, None)
-            self.wake_event.set()
-            metrics.TASKS.labels(task.kind, outcome).inc()
-            metrics.TASK_SECONDS.labels(task.kind).observe(time.monotonic() - started)
-            log.info(
-                "task %s",
-                outcome,
-                extra={
-                    "task_id": task.id,
-                    "kind": task.kind,
-                    "job_id": task.job_id,
-                    "attempt": task.attempts,
-                    "seconds": round(time.monotonic() - started, 3),
-                },
-            )
+        self._record(task, started, self._attempt(task))
 
-    def _run_and_record(self, task: ClaimedTask) -> str:
+    def _execute_batched(self, task: ClaimedTask) -> None:
+        """execute(), for the run loop's runners: a plain success is handed to the completion
+        recorder, which writes it with the others finishing alongside, and the runner moves on.
+        """
+        started = time.monotonic()
+        answer = self._attempt(task)
+        if answer is None and self._completions.add(task, started):
+            return
+        self._record(task, started, answer)
+
+    def _attempt(self, task: ClaimedTask) -> Reschedule | Exception | None:
+        """The handler's answer, or what it raised."""
         try:
             handler = self.handlers.get(task.kind)
             if handler is None:
@@ -141,18 +132,52 @@ class Worker:
             if task.attempts > task.max_attempts:
                 # Claimed again after its lease ran out too often: its workers keep dying.
                 raise PermanentError(f"gave up after {task.max_attempts} attempts")
-            answer = handler(task)
+            return handler(task)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            return self._record_failure(task, exc)
+            return exc
+
+    def _record(
+        self, task: ClaimedTask, started: float, answer: Reschedule | Exception | None
+    ) -> None:
+        # Nothing is "done" until the database says so.
+        outcome = "unrecorded"
+        try:
+            outcome = self._write_outcome(task, answer)
+        except DatabaseUnavailable:
+            # Stopping while the database is away: the lease brings the task back.
+            log.warning("leaving the task to its lease", extra={"task_id": task.id})
+        except Exception:  # a bug must not kill the runner silently
+            log.exception("recording a task outcome failed", extra={"task_id": task.id})
+        finally:
+            self._settle(task, started, outcome)
+
+    def _settle(self, task: ClaimedTask, started: float, outcome: str) -> None:
+        """The task's outcome is written (or left to its lease): let it go, and say so."""
+        with self._lock:
+            self._held.pop(task.id, None)
+        seconds = time.monotonic() - started
+        metrics.TASKS.labels(task.kind, outcome).inc()
+        metrics.TASK_SECONDS.labels(task.kind).observe(seconds)
+        log.info(
+            "task %s",
+            outcome,
+            extra={
+                "task_id": task.id,
+                "kind": task.kind,
+                "job_id": task.job_id,
+                "attempt": task.attempts,
+                "seconds": round(seconds, 3),
+            },
+        )
+
+    def _write_outcome(self, task: ClaimedTask, answer: Reschedule | Exception | None) -> str:
+        if isinstance(answer, Exception):
+            return self._record_failure(task, answer)
         if isinstance(answer, Reschedule):
             kept = self._durably(task, "rescheduling a task", self.queue.reschedule, answer.delay)
             return "rescheduled" if kept else "lease_lost"
-        kept = self._durably(task, "completing a task", self._complete)
+        kept = self._durably(task, "completing a task", self.queue.complete)
         return "done" if kept else "lease_lost"
-
-    def _complete(self, task: ClaimedTask, _worker_id: str) -> bool:
-        # Group-committed with the tasks finishing alongside (tasks/completions.py).
-        return self._completions.complete(task)
 
     def _durably(
         self, task: ClaimedTask, what: str, write: Callable[..., bool], *args: object
@@ -224,6 +249,10 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
         heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         heartbeat.start()
+        recorder = threading.Thread(target=self._completions.run, name="task-done", daemon=True)
+        recorder.start()
+        for n in range(self.concurrency):
+            threading.Thread(target=self._runner, name=f"task-{n}", daemon=True).start()
         listener = None
         if self.wakeup is not None:
             # Blocks in the kernel (LISTEN / a socket) and sets wake_event when work is queued.
@@ -234,36 +263,37 @@ class Worker:
                 daemon=True,
             )
             listener.start()
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
-        futures: set[Future[None]] = set()
-        backlog = False
         try:
             while not self.stop_event.is_set():
                 # Cleared before claiming, so a wake-up that arrives during the claim is kept.
                 self.wake_event.clear()
                 self._run_periodic()
-                futures = {f for f in futures if not f.done()}
-                free = self.concurrency - len(futures)
-                if backlog and free < self._claim_batch:
-                    # A backlog waits anyway: claim it a batch at a time (each claim is a
-                    # durable commit) rather than one slot at a time as each task ends.
-                    self.wake_event.wait(self.poll_interval)
+                wanted = self._prefetch.wanted()
+                claimed = self._claim_safely(wanted) if wanted else []
+                if claimed is None:
+                    self.stop_event.wait(self.poll_interval)  # the database may be restarting
                     continue
-                claimed = self._claim_safely(free)
-                backlog = len(claimed) == free
-                for task in self._not_held(claimed):
-                    future = pool.submit(self.execute, task)
-                    future.add_done_callback(_report_unexpected)
-                    futures.add(future)
-                if not claimed or len(claimed) == free:
-                    # Idle or full: sleep until new work, a free slot, a stop, or the interval.
+                self._prefetch.put(self._not_held(claimed))
+                if not claimed or len(claimed) < wanted:
+                    # Nothing more is due, or enough is in hand: sleep until new work, room
+                    # for more (the prefetch says), a stop, or the interval.
                     self.wake_event.wait(self.poll_interval)
         finally:
-            self._drain(pool)
+            self._drain(recorder)
             self._heartbeat_stop.set()
             if listener is not None:
                 listener.join(timeout=2)  # it sees the stop within a second and cleans up
             log.info("worker stopped", extra={"worker_id": self.id})
+
+    def _runner(self) -> None:
+        """One of ``concurrency`` threads: run prefetched tasks until the prefetch closes."""
+        while (task := self._prefetch.take()) is not None:
+            started = time.monotonic()
+            try:
+                self._execute_batched(task)
+            except Exception:  # it never raises; if it does, the log must show it
+                log.exception("task runner failed", extra={"task_id": task.id})
+            self._prefetch.done(time.monotonic() - started)
 
     def _not_held(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
         """Hold what was claimed, except tasks this worker still runs.
@@ -279,16 +309,32 @@ class Worker:
                     fresh.append(task)
         return fresh
 
-    def _claim_safely(self, limit: int) -> list[ClaimedTask]:
+    def _claim_safely(self, limit: int) -> list[ClaimedTask] | None:
+        """Claim up to ``limit`` tasks; None if that failed (said once per outage)."""
         try:
-            return self.queue.claim(self.id, limit)
-        except Exception:
-            # The database may be restarting; keep the loop alive and try again shortly.
-            log.exception("claiming tasks failed")
-            self.stop_event.wait(self.poll_interval)
-            return []
+            claimed = self.queue.claim(self.id, limit)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("claiming tasks failed")
+                return None
+            if not self._database_away:
+                self._database_away = True
+                log.warning(
+                    "database unavailable; claiming paused until it answers: %s",
+                    type(exc).__name__,
+                )
+            log.debug("claiming tasks failed", exc_info=True)
+            return None
+        if self._database_away:
+            self._database_away = False
+            log.info("database available again; claiming resumed")
+        return claimed
 
-    def _drain(self, pool: ThreadPoolExecutor) -> None:
+    def _drain(self, recorder: threading.Thread) -> None:
+        waiting = self._prefetch.close()
+        if waiting:
+            # Never started: back to the queue now, for another worker to take at once.
+            self._release(waiting)
         deadline = time.monotonic() + self.shutdown_grace
         while time.monotonic() < deadline:
             with self._lock:
@@ -302,11 +348,19 @@ class Worker:
             # Still running past the grace period: hand them back so another worker retries
             # now instead of waiting for the lease to run out.
             log.warning("releasing unfinished tasks", extra={"task_ids": [t.id for t in left]})
-            try:
-                self.queue.release(left, self.id)
-            except Exception:  # their leases run out instead
-                log.exception("releasing tasks failed")
-        pool.shutdown(wait=False, cancel_futures=True)
+            self._release(left)
+        # Runners finishing after this record their outcome themselves (execute()).
+        self._completions.close()
+        recorder.join(timeout=2)
+
+    def _release(self, tasks: list[ClaimedTask]) -> None:
+        try:
+            self.queue.release(tasks, self.id)
+        except Exception:  # their leases run out instead
+            log.exception("releasing tasks failed")
+        with self._lock:
+            for task in tasks:
+                self._held.pop(task.id, None)
 
     def _heartbeat(self) -> None:
         """Renew the leases of held tasks, and only those, while this process lives.
@@ -351,13 +405,3 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def _report_unexpected(future: Future[None]) -> None:
-    """Read every task future's exception: execute() should never raise, and if it does the
-    error must show in the log rather than vanish with the future."""
-    if future.cancelled():
-        return
-    error = future.exception()
-    if error is not None:
-        log.error("task thread failed", exc_info=error)
