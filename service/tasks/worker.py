@@ -335,6 +335,9 @@ class Worker:
         if waiting:
             # Never started: back to the queue now, for another worker to take at once.
             self._release(waiting)
+            with self._lock:
+                for task in waiting:
+                    self._held.pop(task.id, None)
         deadline = time.monotonic() + self.shutdown_grace
         while time.monotonic() < deadline:
             with self._lock:
@@ -358,9 +361,6 @@ class Worker:
             self.queue.release(tasks, self.id)
         except Exception:  # their leases run out instead
             log.exception("releasing tasks failed")
-        with self._lock:
-            for task in tasks:
-                self._held.pop(task.id, None)
 
     def _heartbeat(self) -> None:
         """Renew the leases of held tasks, and only those, while this process lives.
