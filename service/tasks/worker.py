@@ -1,4 +1,9 @@
-"""The worker loop: claim → run → record. Small, stoppable, and testable with run_once()."""
+"""The worker loop: claim → run → record. Small, stoppable, and testable with run_once().
+
+Claimed tasks wait in a bounded local buffer (prefetch.py) for one of ``concurrency``
+runner threads; a plain success is recorded by the completion recorder (completions.py),
+every other answer by the runner itself (outcomes.py).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from service import metrics
-from service.db.availability import DatabaseUnavailable, is_unavailable, until_answered
+from service.db.availability import DatabaseUnavailable, is_unavailable
 from service.errors import PermanentError
 from service.tasks.completions import CompletionRecorder
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import GiveUp, OutcomeWriter, Reschedule
 from service.tasks.prefetch import Prefetch
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
@@ -27,16 +33,7 @@ from service.tasks.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Reschedule:
-    """A handler's answer meaning "not yet: run me again in ``delay`` seconds"."""
-
-    delay: float
-
-
 Handler = Callable[[ClaimedTask], Reschedule | None]
-# Called once when a task is given up on: the job must learn why.
-GiveUp = Callable[[ClaimedTask, BaseException], None]
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,6 @@ class Worker:
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
-        self.on_give_up = on_give_up
-        self.policy = policy
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.periodic = list(periodic)
@@ -86,6 +81,13 @@ class Worker:
         # Claimed tasks wait here for a runner (tasks/prefetch.py); finished ones are
         # recorded done in batches by one thread (tasks/completions.py).
         self._prefetch = Prefetch(concurrency, on_room=self.wake_event.set)
+        self._outcomes = OutcomeWriter(
+            queue,
+            self.id,
+            on_give_up=on_give_up,
+            policy=policy,
+            abandon_writes=self._abandon_writes,
+        )
         self._completions = CompletionRecorder(
             queue, self.id, settle=self._settle, abandon_writes=self._abandon_writes
         )
@@ -142,7 +144,7 @@ class Worker:
         # Nothing is "done" until the database says so.
         outcome = "unrecorded"
         try:
-            outcome = self._write_outcome(task, answer)
+            outcome = self._outcomes.write(task, answer)
         except DatabaseUnavailable:
             # Stopping while the database is away: the lease brings the task back.
             log.warning("leaving the task to its lease", extra={"task_id": task.id})
@@ -169,68 +171,6 @@ class Worker:
                 "seconds": round(seconds, 3),
             },
         )
-
-    def _write_outcome(self, task: ClaimedTask, answer: Reschedule | Exception | None) -> str:
-        if isinstance(answer, Exception):
-            return self._record_failure(task, answer)
-        if isinstance(answer, Reschedule):
-            kept = self._durably(task, "rescheduling a task", self.queue.reschedule, answer.delay)
-            return "rescheduled" if kept else "lease_lost"
-        kept = self._durably(task, "completing a task", self.queue.complete)
-        return "done" if kept else "lease_lost"
-
-    def _durably(
-        self, task: ClaimedTask, what: str, write: Callable[..., bool], *args: object
-    ) -> bool:
-        """Write a task's outcome, waiting out a database outage; False: the lease was lost."""
-        return until_answered(
-            lambda: write(task, self.id, *args),
-            what=what,
-            stop=self._abandon_writes,
-            extra={"task_id": task.id, "job_id": task.job_id},
-        )
-
-    def _record_failure(self, task: ClaimedTask, exc: Exception) -> str:
-        if is_unavailable(exc):
-            # The database, not the task, failed: retry soon, without using up an attempt.
-            pause = self.policy.delay(1, exc) or self.policy.base_seconds
-            log.warning(
-                "database unavailable; task postponed %.1fs: %s",
-                pause,
-                type(exc).__name__,
-                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
-            )
-            kept = self._durably(task, "postponing a task", self.queue.postpone, pause, str(exc))
-            return "postponed" if kept else "lease_lost"
-        delay = self.policy.delay(task.attempts, exc)
-        if not isinstance(exc, PermanentError) and delay is None:
-            exc = PermanentError(f"gave up after {task.attempts} attempts: {exc}")
-        if delay is not None:
-            log.warning(
-                "task will retry in %.1fs: %s",
-                delay,
-                exc,
-                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
-                exc_info=not hasattr(exc, "message"),
-            )
-            kept = self._durably(task, "recording a retry", self.queue.retry, delay, str(exc))
-            return "retry" if kept else "lease_lost"
-        failure = exc
-        try:
-            until_answered(
-                lambda: self.on_give_up(task, failure),
-                what="failing a job",
-                stop=self._abandon_writes,
-                extra={"task_id": task.id, "job_id": task.job_id},
-            )
-        except DatabaseUnavailable:
-            raise
-        except Exception:  # logged; the lease brings the task back
-            # Leave the task leased: it comes back when the lease runs out, and give-up runs again.
-            log.exception("recording a failure failed", extra={"task_id": task.id})
-            return "error"
-        kept = self._durably(task, "failing a task", self.queue.fail, str(exc))
-        return "failed" if kept else "lease_lost"
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -40,10 +40,11 @@ from service.providers.base import (
 from service.providers.transport import post_json
 from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.status import TaskStatus
-from service.tasks.worker import Reschedule, Worker
+from service.tasks.worker import Worker
 from service.wiring import build
 from tests.support.app import AUTH, SECRET, make_settings
 from tests.support.db import create_pg_database, drop_pg_database

@@ -14,9 +14,10 @@ from service.db.models import Job, Task
 from service.db.session import Database
 from service.errors import PermanentError, TransientError
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
-from service.tasks.worker import Reschedule, Worker
+from service.tasks.worker import Worker
 
 
 def _job(db: Database, job_id: str = "job1") -> str:
