@@ -6,9 +6,13 @@ the worker also holds a few tasks beyond its free runners, and a runner that fin
 straight to the next one while the claimer fetches the next batch.
 
 How many beyond: as many as the runners start within ``window`` seconds at the pace tasks
-have been keeping them busy. A prefetched task then waits about that long at most, and slow
-kinds (an archive takes seconds) are not hoarded from other workers: for them the buffer
-shrinks to nothing and the worker claims one free runner's worth at a time, as before.
+have been keeping them busy (and no faster than the tasks running now allow). A prefetched
+task then waits about that long, and slow kinds (an archive takes seconds) are not hoarded
+from other workers: for them the buffer shrinks to nothing and the worker claims one free
+runner's worth at a time, as before. When the pace was wrong (slow tasks came right after
+fast ones) and a task has waited ``hand_back_after`` seconds, the tasks beyond what the
+runners will soon start go back to the queue, for other workers.
+
 While a task waits here it is held like a running one: the worker's heartbeat renews its
 lease, and a crash leaves it to that lease like any other.
 """
@@ -16,6 +20,7 @@ lease, and a crash leaves it to that lease like any other.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -24,6 +29,7 @@ from service.tasks.queue import ClaimedTask
 # Long enough for a few claims' worth of short tasks, short enough that waiting here adds
 # little to a task's latency.
 WINDOW_SECONDS = 0.25
+HAND_BACK_AFTER_SECONDS = 2.0
 # A claim's size stays moderate however short the tasks are (one statement, one commit).
 MOST = 256
 # How fast the pace follows a change: the weight of the newest task's time.
@@ -37,15 +43,17 @@ class Prefetch:
         *,
         on_room: Callable[[], None],
         window: float = WINDOW_SECONDS,
+        hand_back_after: float = HAND_BACK_AFTER_SECONDS,
         most: int = MOST,
     ) -> None:
         self.runners = runners
         self.window = window
+        self.hand_back_after = hand_back_after
         self.most = most
         self._on_room = on_room
         self._cond = threading.Condition()
-        self._waiting: deque[ClaimedTask] = deque()
-        self._busy = 0
+        self._waiting: deque[tuple[ClaimedTask, float]] = deque()  # with when it came
+        self._started: dict[int, float] = {}  # task id → when a runner took it
         self._pace: float | None = None  # seconds a task keeps a runner, smoothed
         self._asked = False  # on_room was called since the claimer last looked
         self._closed = False
@@ -54,13 +62,14 @@ class Prefetch:
         """How many tasks to claim now: none until the buffer has run half down."""
         with self._cond:
             self._asked = False
-            return self._wanted()
+            return self._wanted(time.monotonic())
 
     def put(self, tasks: Sequence[ClaimedTask]) -> None:
         if not tasks:
             return
+        now = time.monotonic()
         with self._cond:
-            self._waiting.extend(tasks)
+            self._waiting.extend((task, now) for task in tasks)
             self._cond.notify(len(tasks))
 
     def take(self) -> ClaimedTask | None:
@@ -70,48 +79,70 @@ class Prefetch:
                 self._cond.wait()
             if self._closed:
                 return None
-            self._busy += 1
-            task = self._waiting.popleft()
-            call = self._room_opened()
+            task, _ = self._waiting.popleft()
+            now = time.monotonic()
+            self._started[task.id] = now
+            call = self._room_opened(now)
         if call:
             self._on_room()
         return task
 
-    def done(self, seconds: float) -> None:
-        """A runner is free again after keeping a task for ``seconds``."""
+    def done(self, task: ClaimedTask) -> None:
+        """The runner that took ``task`` is free again."""
+        now = time.monotonic()
         with self._cond:
-            self._busy -= 1
+            seconds = now - self._started.pop(task.id)
             if self._pace is None:
                 self._pace = seconds
             else:
                 self._pace += _PACE_WEIGHT * (seconds - self._pace)
-            call = self._room_opened()
+            call = self._room_opened(now)
         if call:
             self._on_room()
+
+    def overdue(self) -> list[ClaimedTask]:
+        """Once a task has waited ``hand_back_after``: those beyond what the runners will
+        soon start, taken out for the caller to give back to the queue."""
+        now = time.monotonic()
+        with self._cond:
+            if not self._waiting or now - self._waiting[0][1] < self.hand_back_after:
+                return []
+            keep = self._depth(now)
+            extra = []
+            while len(self._waiting) > keep:
+                extra.append(self._waiting.pop()[0])
+        extra.reverse()
+        return extra
 
     def close(self) -> list[ClaimedTask]:
         """Stop handing out tasks (runners' take() returns None); the ones never started."""
         with self._cond:
             self._closed = True
-            left = list(self._waiting)
+            left = [task for task, _ in self._waiting]
             self._waiting.clear()
             self._cond.notify_all()
         return left
 
-    def _depth(self) -> int:
-        if self._pace is None:
+    def _depth(self, now: float) -> int:
+        pace = self._pace
+        if len(self._started) >= self.runners:
+            # Every runner is busy: a pace faster than the tasks now running have taken so
+            # far is not to be trusted (slow tasks came after fast ones).
+            running = now - max(self._started.values())
+            pace = running if pace is None else max(pace, running)
+        if pace is None:
             return 0  # nothing known yet: no more than the free runners
-        return min(self.most, int(self.runners * self.window / max(self._pace, 1e-6)))
+        return min(self.most, int(self.runners * self.window / max(pace, 1e-6)))
 
-    def _wanted(self) -> int:
-        depth = self._depth()
+    def _wanted(self, now: float) -> int:
+        depth = self._depth(now)
         if len(self._waiting) > depth // 2:
             return 0
-        return self.runners - self._busy + depth - len(self._waiting)
+        return self.runners - len(self._started) + depth - len(self._waiting)
 
-    def _room_opened(self) -> bool:
+    def _room_opened(self, now: float) -> bool:
         # Once per claim: the claimer reads wanted() when woken, which re-arms this.
-        if self._asked or self._closed or self._wanted() <= 0:
+        if self._asked or self._closed or self._wanted(now) <= 0:
             return False
         self._asked = True
         return True

@@ -208,6 +208,7 @@ class Worker:
                 # Cleared before claiming, so a wake-up that arrives during the claim is kept.
                 self.wake_event.clear()
                 self._run_periodic()
+                self._hand_back(self._prefetch.overdue())
                 wanted = self._prefetch.wanted()
                 claimed = self._claim_safely(wanted) if wanted else []
                 if claimed is None:
@@ -228,12 +229,11 @@ class Worker:
     def _runner(self) -> None:
         """One of ``concurrency`` threads: run prefetched tasks until the prefetch closes."""
         while (task := self._prefetch.take()) is not None:
-            started = time.monotonic()
             try:
                 self._execute_batched(task)
             except Exception:  # it never raises; if it does, the log must show it
                 log.exception("task runner failed", extra={"task_id": task.id})
-            self._prefetch.done(time.monotonic() - started)
+            self._prefetch.done(task)
 
     def _not_held(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
         """Hold what was claimed, except tasks this worker still runs.
@@ -271,13 +271,7 @@ class Worker:
         return claimed
 
     def _drain(self, recorder: threading.Thread) -> None:
-        waiting = self._prefetch.close()
-        if waiting:
-            # Never started: back to the queue now, for another worker to take at once.
-            self._release(waiting)
-            with self._lock:
-                for task in waiting:
-                    self._held.pop(task.id, None)
+        self._hand_back(self._prefetch.close(), stopping=True)
         deadline = time.monotonic() + self.shutdown_grace
         while time.monotonic() < deadline:
             with self._lock:
@@ -291,16 +285,33 @@ class Worker:
             # Still running past the grace period: hand them back so another worker retries
             # now instead of waiting for the lease to run out.
             log.warning("releasing unfinished tasks", extra={"task_ids": [t.id for t in left]})
-            self._release(left)
+            try:
+                self.queue.release(left, self.id)
+            except Exception:  # their leases run out instead
+                log.exception("releasing tasks failed")
         # Runners finishing after this record their outcome themselves (execute()).
         self._completions.close()
         recorder.join(timeout=2)
 
-    def _release(self, tasks: list[ClaimedTask]) -> None:
+    def _hand_back(self, waiting: list[ClaimedTask], *, stopping: bool = False) -> None:
+        """Prefetched tasks never started: back to the queue now, for any worker to take."""
+        if not waiting:
+            return
         try:
-            self.queue.release(tasks, self.id)
-        except Exception:  # their leases run out instead
-            log.exception("releasing tasks failed")
+            self.queue.release(waiting, self.id)
+        except Exception as exc:
+            if is_unavailable(exc):
+                # The claim loop says when the database is away; this adds nothing.
+                log.debug("handing back prefetched tasks failed", exc_info=True)
+            else:
+                log.exception("handing back prefetched tasks failed")
+            if not stopping:
+                self._prefetch.put(waiting)  # still ours, leases renewed: run them here
+                return
+            # Stopping: their leases bring them back.
+        with self._lock:
+            for task in waiting:
+                self._held.pop(task.id, None)
 
     def _heartbeat(self) -> None:
         """Renew the leases of held tasks, and only those, while this process lives.
