@@ -56,6 +56,9 @@ class Prefetch:
         self._started: dict[int, float] = {}  # task id → when a runner took it
         self._pace: float | None = None  # seconds a task keeps a runner, smoothed
         self._asked = False  # on_room was called since the claimer last looked
+        # The last claim took all it asked for, so more may be due. When it did not, new
+        # work comes with a wake-up (or the poll), and room alone is no reason to claim.
+        self._more = False
         self._closed = False
 
     def wanted(self) -> int:
@@ -64,11 +67,11 @@ class Prefetch:
             self._asked = False
             return self._wanted(time.monotonic())
 
-    def put(self, tasks: Sequence[ClaimedTask]) -> None:
-        if not tasks:
-            return
+    def put(self, tasks: Sequence[ClaimedTask], *, more: bool) -> None:
+        """Tasks just claimed; ``more``: the claim got all it asked for."""
         now = time.monotonic()
         with self._cond:
+            self._more = more
             self._waiting.extend((task, now) for task in tasks)
             self._cond.notify(len(tasks))
 
@@ -142,7 +145,7 @@ class Prefetch:
 
     def _room_opened(self, now: float) -> bool:
         # Once per claim: the claimer reads wanted() when woken, which re-arms this.
-        if self._asked or self._closed or self._wanted(now) <= 0:
+        if not self._more or self._asked or self._closed or self._wanted(now) <= 0:
             return False
         self._asked = True
         return True

@@ -210,15 +210,18 @@ class Worker:
                 self._run_periodic()
                 self._hand_back(self._prefetch.overdue())
                 wanted = self._prefetch.wanted()
-                claimed = self._claim_safely(wanted) if wanted else []
-                if claimed is None:
-                    self.stop_event.wait(self.poll_interval)  # the database may be restarting
-                    continue
-                self._prefetch.put(self._not_held(claimed))
-                if not claimed or len(claimed) < wanted:
-                    # Nothing more is due, or enough is in hand: sleep until new work, room
-                    # for more (the prefetch says), a stop, or the interval.
-                    self.wake_event.wait(self.poll_interval)
+                if wanted:
+                    claimed = self._claim_safely(wanted)
+                    if claimed is None:
+                        self.stop_event.wait(self.poll_interval)  # the database may be away
+                        continue
+                    more = len(claimed) == wanted
+                    self._prefetch.put(self._not_held(claimed), more=more)
+                    if more:
+                        continue
+                # Nothing more is due, or enough is in hand: sleep until new work, room for
+                # more (the prefetch says), a stop, or the interval.
+                self.wake_event.wait(self.poll_interval)
         finally:
             self._drain(recorder)
             self._heartbeat_stop.set()
@@ -306,9 +309,15 @@ class Worker:
             else:
                 log.exception("handing back prefetched tasks failed")
             if not stopping:
-                self._prefetch.put(waiting)  # still ours, leases renewed: run them here
+                self._prefetch.put(waiting, more=False)  # still ours: run them here
                 return
             # Stopping: their leases bring them back.
+        else:
+            if not stopping:
+                log.info(
+                    "handed back prefetched tasks that waited too long",
+                    extra={"task_ids": [t.id for t in waiting]},
+                )
         with self._lock:
             for task in waiting:
                 self._held.pop(task.id, None)
