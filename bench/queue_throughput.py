@@ -6,11 +6,13 @@ nothing, and times until every task is recorded done. Prints tasks/s against the
 
     .venv/bin/python bench/queue_throughput.py [--tasks 5000] [--concurrency 4]
     .venv/bin/python bench/queue_throughput.py --root /path/to/other/checkout  # that code
+    .venv/bin/python bench/queue_throughput.py --logs  # a line per task, as a worker logs
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -27,6 +29,11 @@ def main() -> int:  # noqa: PLR0915 - one straight script
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
+    parser.add_argument(
+        "--logs",
+        action="store_true",
+        help="log as `genvault worker` does (JSON lines at INFO), into /dev/null",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(args.root.resolve()))  # its service package first
@@ -45,7 +52,15 @@ def main() -> int:  # noqa: PLR0915 - one straight script
     from service.tasks.worker import Worker
     from tests.support.db import create_pg_database, drop_pg_database
 
-    logging.disable(logging.INFO)  # the worker logs every task at INFO
+    if args.logs:
+        from service.logs import configure
+
+        configure("INFO", json_lines=True)
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
+        for handler in logging.getLogger().handlers:
+            handler.setStream(devnull)  # type: ignore[attr-defined]
+    else:
+        logging.disable(logging.INFO)  # the worker logs every task at INFO
     try:
         url = create_pg_database()
     except BaseException as exc:  # pytest.skip is a BaseException

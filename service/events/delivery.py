@@ -28,8 +28,8 @@ from service.events import outbox, signing
 from service.events.sender import Answer, Sender
 from service.events.types import DeliveryStatus, EventType
 from service.storage.base import ArchiveStore
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask
-from service.tasks.worker import Reschedule
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from service.jobs.states import WAITING_ON_PROVIDER, JobStatus
 from service.providers.base import Provider, ResultStatus
 from service.providers.endpoints import get_endpoint
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
-from service.tasks.worker import Reschedule
 
 log = logging.getLogger(__name__)
 

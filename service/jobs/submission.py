@@ -26,8 +26,8 @@ from service.providers.base import Provider, ProviderResult, ProviderUnreachable
 from service.providers.endpoints import get_endpoint, validate_params
 from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
-from service.tasks.worker import Reschedule
 
 log = logging.getLogger(__name__)
 

@@ -1,52 +1,92 @@
 """Group commit for task completions: many finished tasks, one UPDATE, one commit.
 
 A worker finishing short tasks spent most of its time committing "done" one task at a
-time, each commit waiting for its own WAL flush. Here the first thread to finish becomes
-the flusher: it marks done, in one statement, its own task and every other that finished
-meanwhile, and repeats until none is waiting; the others wait for the flush that carries
-theirs. A completion is still recorded before complete() returns, so the caller (the
-worker's execute()) sees the same contract as TaskQueue.complete: True if recorded, False
-if the lease had passed to another worker, or the exception if the write failed.
+time, and a runner waiting for its own commit could not start the next task. Here a runner
+hands a finished task over and moves on; one recorder thread marks done, in one statement,
+every task handed over since its last write, while the runners fill the next batch. A task
+stays held (its lease renewed by the worker's heartbeat) until the database has its
+outcome: a database outage delays the write, it does not lose the outcome, and nothing is
+reported done before it is recorded.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from concurrent.futures import Future
+from collections.abc import Callable
 
+from service.db.availability import DatabaseUnavailable, until_answered
 from service.tasks.queue import ClaimedTask, TaskQueue
 
+log = logging.getLogger(__name__)
 
-class CompletionBatcher:
-    def __init__(self, queue: TaskQueue, worker_id: str) -> None:
+# Called for each task once its completion is written, or given up on: (task, when it
+# started, outcome), the outcome "done", "lease_lost" or "unrecorded".
+Settle = Callable[[ClaimedTask, float, str], None]
+
+
+class CompletionRecorder:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        worker_id: str,
+        *,
+        settle: Settle,
+        abandon_writes: threading.Event,
+    ) -> None:
         self.queue = queue
         self.worker_id = worker_id
-        self._lock = threading.Lock()
-        self._pending: list[tuple[ClaimedTask, Future[bool]]] = []
-        self._flushing = False
+        self._settle = settle
+        # Set when shutdown's grace runs out: a write stops waiting for the database.
+        self._abandon_writes = abandon_writes
+        self._cond = threading.Condition()
+        self._pending: list[tuple[ClaimedTask, float]] = []
+        self._closed = False
 
-    def complete(self, task: ClaimedTask) -> bool:
-        mine: Future[bool] = Future()
-        with self._lock:
-            self._pending.append((task, mine))
-            lead = not self._flushing
-            self._flushing = True
-        if lead:
-            self._flush_until_empty()
-        return mine.result()
+    def add(self, task: ClaimedTask, started: float) -> bool:
+        """Hand over a finished task; False once closed (the caller records it itself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._pending.append((task, started))
+            self._cond.notify()
+        return True
 
-    def _flush_until_empty(self) -> None:
+    def run(self) -> None:
+        """Write completions until closed and nothing is pending (a thread of its own)."""
         while True:
-            with self._lock:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
                 batch, self._pending = self._pending, []
-                if not batch:
-                    self._flushing = False
-                    return
-            try:
-                recorded = self.queue.complete_many([t for t, _ in batch], self.worker_id)
-            except Exception as exc:  # noqa: BLE001 - each waiter gets it, as complete() would
-                for _, waiter in batch:
-                    waiter.set_exception(exc)
+            if not batch:
+                return
+            self._write(batch)
+
+    def close(self) -> None:
+        """Take no more; run() returns once what was handed over is written."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _write(self, batch: list[tuple[ClaimedTask, float]]) -> None:
+        tasks = [task for task, _ in batch]
+        recorded: set[int] | None = None
+        try:
+            recorded = until_answered(
+                lambda: self.queue.complete_many(tasks, self.worker_id),
+                what="completing tasks",
+                stop=self._abandon_writes,
+                extra={"task_ids": [t.id for t in tasks]},
+            )
+        except DatabaseUnavailable:
+            # Stopping while the database is away: the leases bring the tasks back.
+            log.warning("leaving tasks to their lease", extra={"task_ids": [t.id for t in tasks]})
+        except Exception:  # a bug must not kill the recorder; the leases bring the tasks back
+            log.exception("completing tasks failed", extra={"task_ids": [t.id for t in tasks]})
+        for task, started in batch:
+            if recorded is None:
+                outcome = "unrecorded"
             else:
-                for task, waiter in batch:
-                    waiter.set_result(task.id in recorded)
+                outcome = "done" if task.id in recorded else "lease_lost"
+            self._settle(task, started, outcome)

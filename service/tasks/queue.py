@@ -256,15 +256,22 @@ class TaskQueue:
 
     def release(self, tasks: Sequence[ClaimedTask], worker_id: str) -> None:
         """Give tasks back untried (shutdown): queued now, the attempt not counted."""
-        for task in tasks:
-            self._finish(
-                task,
-                worker_id,
-                status=TaskStatus.QUEUED.value,
-                attempts=Task.attempts - 1,
-                run_after=utcnow(),
-                locked_by=None,
-                locked_until=None,
+        if not tasks:
+            return
+        now = utcnow()
+        with self.db.transaction() as session:
+            session.execute(
+                update(Task)
+                .where(Task.id.in_([t.id for t in tasks]), Task.locked_by == worker_id)
+                .values(
+                    status=TaskStatus.QUEUED.value,
+                    attempts=Task.attempts - 1,
+                    run_after=now,
+                    locked_by=None,
+                    locked_until=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
             )
 
     def extend(self, task_ids: Sequence[int], worker_id: str) -> None:

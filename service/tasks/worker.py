@@ -1,4 +1,9 @@
-"""The worker loop: claim → run → record. Small, stoppable, and testable with run_once()."""
+"""The worker loop: claim → run → record. Small, stoppable, and testable with run_once().
+
+Claimed tasks wait in a bounded local buffer (prefetch.py) for one of ``concurrency``
+runner threads; a plain success is recorded by the completion recorder (completions.py),
+every other answer by the runner itself (outcomes.py).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
 from service import metrics
-from service.db.availability import DatabaseUnavailable, is_unavailable, until_answered
+from service.db.availability import DatabaseUnavailable, is_unavailable
 from service.errors import PermanentError
-from service.tasks.completions import CompletionBatcher
+from service.tasks.completions import CompletionRecorder
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import GiveUp, OutcomeWriter, Reschedule
+from service.tasks.prefetch import Prefetch
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.wakeup import Wakeup
@@ -27,16 +33,7 @@ from service.tasks.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Reschedule:
-    """A handler's answer meaning "not yet: run me again in ``delay`` seconds"."""
-
-    delay: float
-
-
 Handler = Callable[[ClaimedTask], Reschedule | None]
-# Called once when a task is given up on: the job must learn why.
-GiveUp = Callable[[ClaimedTask, BaseException], None]
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,6 @@ class Worker:
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
-        self.on_give_up = on_give_up
-        self.policy = policy
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.periodic = list(periodic)
@@ -83,13 +78,25 @@ class Worker:
         self._abandon_writes = abandon_writes or threading.Event()
         # The heartbeat outlives the stop event: tasks finishing during shutdown stay leased.
         self._heartbeat_stop = threading.Event()
-        # Tasks finishing together are recorded done in one write (tasks/completions.py).
-        self._completions = CompletionBatcher(queue, self.id)
-        self._claim_batch = max(1, concurrency // 4)
+        # Claimed tasks wait here for a runner (tasks/prefetch.py); finished ones are
+        # recorded done in batches by one thread (tasks/completions.py).
+        self._prefetch = Prefetch(concurrency, on_room=self.wake_event.set)
+        self._outcomes = OutcomeWriter(
+            queue,
+            self.id,
+            on_give_up=on_give_up,
+            policy=policy,
+            abandon_writes=self._abandon_writes,
+        )
+        self._completions = CompletionRecorder(
+            queue, self.id, settle=self._settle, abandon_writes=self._abandon_writes
+        )
+        # Claims fail every poll while the database is away: said once, not every time.
+        self._database_away = False
 
     @property
     def in_flight(self) -> int:
-        """Tasks claimed and not yet settled."""
+        """Tasks claimed and not yet settled (waiting, running, or their outcome unwritten)."""
         with self._lock:
             return len(self._held)
 
@@ -100,40 +107,26 @@ class Worker:
     # -- one task ---------------------------------------------------------------------------
 
     def execute(self, task: ClaimedTask) -> None:
-        """Run one claimed task and record its outcome. Never raises.
+        """Run one claimed task and record its outcome, in this thread. Never raises.
 
         The task stays held (its lease renewed by the heartbeat) until its outcome is
         written: a database outage delays the write, it does not lose the outcome.
         """
         started = time.monotonic()
-        # Nothing is "done" until the database says so.
-        outcome = "unrecorded"
-        try:
-            outcome = self._run_and_record(task)
-        except DatabaseUnavailable:
-            # Stopping while the database is away: the lease brings the task back.
-            log.warning("leaving the task to its lease", extra={"task_id": task.id})
-        except Exception:  # a bug must not kill the pool thread silently
-            log.exception("recording a task outcome failed", extra={"task_id": task.id})
-        finally:
-            with self._lock:
-                self._held.pop(task.id, None)
-            self.wake_event.set()
-            metrics.TASKS.labels(task.kind, outcome).inc()
-            metrics.TASK_SECONDS.labels(task.kind).observe(time.monotonic() - started)
-            log.info(
-                "task %s",
-                outcome,
-                extra={
-                    "task_id": task.id,
-                    "kind": task.kind,
-                    "job_id": task.job_id,
-                    "attempt": task.attempts,
-                    "seconds": round(time.monotonic() - started, 3),
-                },
-            )
+        self._record(task, started, self._attempt(task))
 
-    def _run_and_record(self, task: ClaimedTask) -> str:
+    def _execute_batched(self, task: ClaimedTask) -> None:
+        """execute(), for the run loop's runners: a plain success is handed to the completion
+        recorder, which writes it with the others finishing alongside, and the runner moves on.
+        """
+        started = time.monotonic()
+        answer = self._attempt(task)
+        if answer is None and self._completions.add(task, started):
+            return
+        self._record(task, started, answer)
+
+    def _attempt(self, task: ClaimedTask) -> Reschedule | Exception | None:
+        """The handler's answer, or what it raised."""
         try:
             handler = self.handlers.get(task.kind)
             if handler is None:
@@ -141,71 +134,43 @@ class Worker:
             if task.attempts > task.max_attempts:
                 # Claimed again after its lease ran out too often: its workers keep dying.
                 raise PermanentError(f"gave up after {task.max_attempts} attempts")
-            answer = handler(task)
+            return handler(task)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            return self._record_failure(task, exc)
-        if isinstance(answer, Reschedule):
-            kept = self._durably(task, "rescheduling a task", self.queue.reschedule, answer.delay)
-            return "rescheduled" if kept else "lease_lost"
-        kept = self._durably(task, "completing a task", self._complete)
-        return "done" if kept else "lease_lost"
+            return exc
 
-    def _complete(self, task: ClaimedTask, _worker_id: str) -> bool:
-        # Group-committed with the tasks finishing alongside (tasks/completions.py).
-        return self._completions.complete(task)
-
-    def _durably(
-        self, task: ClaimedTask, what: str, write: Callable[..., bool], *args: object
-    ) -> bool:
-        """Write a task's outcome, waiting out a database outage; False: the lease was lost."""
-        return until_answered(
-            lambda: write(task, self.id, *args),
-            what=what,
-            stop=self._abandon_writes,
-            extra={"task_id": task.id, "job_id": task.job_id},
-        )
-
-    def _record_failure(self, task: ClaimedTask, exc: Exception) -> str:
-        if is_unavailable(exc):
-            # The database, not the task, failed: retry soon, without using up an attempt.
-            pause = self.policy.delay(1, exc) or self.policy.base_seconds
-            log.warning(
-                "database unavailable; task postponed %.1fs: %s",
-                pause,
-                type(exc).__name__,
-                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
-            )
-            kept = self._durably(task, "postponing a task", self.queue.postpone, pause, str(exc))
-            return "postponed" if kept else "lease_lost"
-        delay = self.policy.delay(task.attempts, exc)
-        if not isinstance(exc, PermanentError) and delay is None:
-            exc = PermanentError(f"gave up after {task.attempts} attempts: {exc}")
-        if delay is not None:
-            log.warning(
-                "task will retry in %.1fs: %s",
-                delay,
-                exc,
-                extra={"task_id": task.id, "kind": task.kind, "job_id": task.job_id},
-                exc_info=not hasattr(exc, "message"),
-            )
-            kept = self._durably(task, "recording a retry", self.queue.retry, delay, str(exc))
-            return "retry" if kept else "lease_lost"
-        failure = exc
+    def _record(
+        self, task: ClaimedTask, started: float, answer: Reschedule | Exception | None
+    ) -> None:
+        # Nothing is "done" until the database says so.
+        outcome = "unrecorded"
         try:
-            until_answered(
-                lambda: self.on_give_up(task, failure),
-                what="failing a job",
-                stop=self._abandon_writes,
-                extra={"task_id": task.id, "job_id": task.job_id},
-            )
+            outcome = self._outcomes.write(task, answer)
         except DatabaseUnavailable:
-            raise
-        except Exception:  # logged; the lease brings the task back
-            # Leave the task leased: it comes back when the lease runs out, and give-up runs again.
-            log.exception("recording a failure failed", extra={"task_id": task.id})
-            return "error"
-        kept = self._durably(task, "failing a task", self.queue.fail, str(exc))
-        return "failed" if kept else "lease_lost"
+            # Stopping while the database is away: the lease brings the task back.
+            log.warning("leaving the task to its lease", extra={"task_id": task.id})
+        except Exception:  # a bug must not kill the runner silently
+            log.exception("recording a task outcome failed", extra={"task_id": task.id})
+        finally:
+            self._settle(task, started, outcome)
+
+    def _settle(self, task: ClaimedTask, started: float, outcome: str) -> None:
+        """The task's outcome is written (or left to its lease): let it go, and say so."""
+        with self._lock:
+            self._held.pop(task.id, None)
+        seconds = time.monotonic() - started
+        metrics.TASKS.labels(task.kind, outcome).inc()
+        metrics.TASK_SECONDS.labels(task.kind).observe(seconds)
+        log.info(
+            "task %s",
+            outcome,
+            extra={
+                "task_id": task.id,
+                "kind": task.kind,
+                "job_id": task.job_id,
+                "attempt": task.attempts,
+                "seconds": round(seconds, 3),
+            },
+        )
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -224,6 +189,10 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.id, "concurrency": self.concurrency})
         heartbeat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         heartbeat.start()
+        recorder = threading.Thread(target=self._completions.run, name="task-done", daemon=True)
+        recorder.start()
+        for n in range(self.concurrency):
+            threading.Thread(target=self._runner, name=f"task-{n}", daemon=True).start()
         listener = None
         if self.wakeup is not None:
             # Blocks in the kernel (LISTEN / a socket) and sets wake_event when work is queued.
@@ -234,36 +203,40 @@ class Worker:
                 daemon=True,
             )
             listener.start()
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="task")
-        futures: set[Future[None]] = set()
-        backlog = False
         try:
             while not self.stop_event.is_set():
                 # Cleared before claiming, so a wake-up that arrives during the claim is kept.
                 self.wake_event.clear()
                 self._run_periodic()
-                futures = {f for f in futures if not f.done()}
-                free = self.concurrency - len(futures)
-                if backlog and free < self._claim_batch:
-                    # A backlog waits anyway: claim it a batch at a time (each claim is a
-                    # durable commit) rather than one slot at a time as each task ends.
-                    self.wake_event.wait(self.poll_interval)
-                    continue
-                claimed = self._claim_safely(free)
-                backlog = len(claimed) == free
-                for task in self._not_held(claimed):
-                    future = pool.submit(self.execute, task)
-                    future.add_done_callback(_report_unexpected)
-                    futures.add(future)
-                if not claimed or len(claimed) == free:
-                    # Idle or full: sleep until new work, a free slot, a stop, or the interval.
-                    self.wake_event.wait(self.poll_interval)
+                self._hand_back(self._prefetch.overdue())
+                wanted = self._prefetch.wanted()
+                if wanted:
+                    claimed = self._claim_safely(wanted)
+                    if claimed is None:
+                        self.stop_event.wait(self.poll_interval)  # the database may be away
+                        continue
+                    more = len(claimed) == wanted
+                    self._prefetch.put(self._not_held(claimed), more=more)
+                    if more:
+                        continue
+                # Nothing more is due, or enough is in hand: sleep until new work, room for
+                # more (the prefetch says), a stop, or the interval.
+                self.wake_event.wait(self.poll_interval)
         finally:
-            self._drain(pool)
+            self._drain(recorder)
             self._heartbeat_stop.set()
             if listener is not None:
                 listener.join(timeout=2)  # it sees the stop within a second and cleans up
             log.info("worker stopped", extra={"worker_id": self.id})
+
+    def _runner(self) -> None:
+        """One of ``concurrency`` threads: run prefetched tasks until the prefetch closes."""
+        while (task := self._prefetch.take()) is not None:
+            try:
+                self._execute_batched(task)
+            except Exception:  # it never raises; if it does, the log must show it
+                log.exception("task runner failed", extra={"task_id": task.id})
+            self._prefetch.done(task)
 
     def _not_held(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
         """Hold what was claimed, except tasks this worker still runs.
@@ -279,16 +252,29 @@ class Worker:
                     fresh.append(task)
         return fresh
 
-    def _claim_safely(self, limit: int) -> list[ClaimedTask]:
+    def _claim_safely(self, limit: int) -> list[ClaimedTask] | None:
+        """Claim up to ``limit`` tasks; None if that failed (said once per outage)."""
         try:
-            return self.queue.claim(self.id, limit)
-        except Exception:
-            # The database may be restarting; keep the loop alive and try again shortly.
-            log.exception("claiming tasks failed")
-            self.stop_event.wait(self.poll_interval)
-            return []
+            claimed = self.queue.claim(self.id, limit)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("claiming tasks failed")
+                return None
+            if not self._database_away:
+                self._database_away = True
+                log.warning(
+                    "database unavailable; claiming paused until it answers: %s",
+                    type(exc).__name__,
+                )
+            log.debug("claiming tasks failed", exc_info=True)
+            return None
+        if self._database_away:
+            self._database_away = False
+            log.info("database available again; claiming resumed")
+        return claimed
 
-    def _drain(self, pool: ThreadPoolExecutor) -> None:
+    def _drain(self, recorder: threading.Thread) -> None:
+        self._hand_back(self._prefetch.close(), stopping=True)
         deadline = time.monotonic() + self.shutdown_grace
         while time.monotonic() < deadline:
             with self._lock:
@@ -306,7 +292,35 @@ class Worker:
                 self.queue.release(left, self.id)
             except Exception:  # their leases run out instead
                 log.exception("releasing tasks failed")
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Runners finishing after this record their outcome themselves (execute()).
+        self._completions.close()
+        recorder.join(timeout=2)
+
+    def _hand_back(self, waiting: list[ClaimedTask], *, stopping: bool = False) -> None:
+        """Prefetched tasks never started: back to the queue now, for any worker to take."""
+        if not waiting:
+            return
+        try:
+            self.queue.release(waiting, self.id)
+        except Exception as exc:
+            if is_unavailable(exc):
+                # The claim loop says when the database is away; this adds nothing.
+                log.debug("handing back prefetched tasks failed", exc_info=True)
+            else:
+                log.exception("handing back prefetched tasks failed")
+            if not stopping:
+                self._prefetch.put(waiting, more=False)  # still ours: run them here
+                return
+            # Stopping: their leases bring them back.
+        else:
+            if not stopping:
+                log.info(
+                    "handed back prefetched tasks that waited too long",
+                    extra={"task_ids": [t.id for t in waiting]},
+                )
+        with self._lock:
+            for task in waiting:
+                self._held.pop(task.id, None)
 
     def _heartbeat(self) -> None:
         """Renew the leases of held tasks, and only those, while this process lives.
@@ -351,13 +365,3 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-def _report_unexpected(future: Future[None]) -> None:
-    """Read every task future's exception: execute() should never raise, and if it does the
-    error must show in the log rather than vanish with the future."""
-    if future.cancelled():
-        return
-    error = future.exception()
-    if error is not None:
-        log.error("task thread failed", exc_info=error)

@@ -17,12 +17,14 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from service.app import create_app
 from service.db.availability import is_unavailable
+from service.db.migrate import upgrade
 from service.db.models import Job, Task
-from service.db.session import Database
+from service.db.session import Database, make_engine
 from service.db.types import utcnow
 from service.jobs.polling import Reconciler
 from service.jobs.results import PollTiming
@@ -38,13 +40,16 @@ from service.providers.base import (
 from service.providers.transport import post_json
 from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
 from service.tasks.status import TaskStatus
-from service.tasks.worker import Reschedule, Worker
+from service.tasks.worker import Worker
 from service.wiring import build
 from tests.support.app import AUTH, SECRET, make_settings
+from tests.support.db import create_pg_database, drop_pg_database
 from tests.support.s3 import free_port
+from tests.support.tcpproxy import TcpProxy
 
 TIMING = PollTiming(grace_seconds=1, max_attempts=5)
 
@@ -355,3 +360,78 @@ def test_a_task_still_held_is_not_run_again_when_its_lease_lapsed_in_an_outage(
     assert [t.id for t in again] == [task.id]
     assert worker._not_held(again) == [], "this worker still runs it"
     assert worker.in_flight == 1
+
+
+@pytest.fixture
+def proxied_pg() -> Iterator[tuple[TcpProxy, Database]]:
+    """A migrated PostgreSQL database reached through a proxy that can cut it off."""
+    url = create_pg_database()
+    direct = make_url(url)
+    database = Database(make_engine(url))
+    upgrade(database.engine)
+    database.dispose()
+    with TcpProxy(direct.host or "127.0.0.1", direct.port or 5432) as proxy:
+        through = direct.set(host="127.0.0.1", port=proxy.port)
+        db = Database(make_engine(through.render_as_string(hide_password=False)))
+        try:
+            yield proxy, db
+        finally:
+            db.dispose()
+            drop_pg_database(url)
+
+
+def _claim_loop_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "service.tasks.worker"]
+
+
+@pytest.mark.postgres
+def test_the_claim_loop_says_once_that_the_database_is_away_and_once_that_it_is_back(
+    proxied_pg: tuple[TcpProxy, Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, db = proxied_pg
+    queue = TaskQueue(db, lease_seconds=30, default_max_attempts=3)
+    ran = threading.Event()
+    worker = Worker(queue, {TaskKind.SUBMIT: lambda t: ran.set()}, on_give_up=lambda t, e: None,
+                    policy=RetryPolicy(), poll_interval=0.05)  # fmt: skip
+    caplog.set_level(logging.INFO)
+    proxy.refuse()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.8)  # a dozen polls against a database that refuses connections
+        proxy.heal()
+        with db.transaction() as s:
+            queue.enqueue(s, TaskKind.SUBMIT, job_id=None)
+        assert ran.wait(10), "the worker never claimed again"
+    finally:
+        worker.stop()
+        thread.join(10)
+    away = [r for r in _claim_loop_records(caplog) if "database unavailable" in r.getMessage()]
+    back = [r for r in _claim_loop_records(caplog) if "available again" in r.getMessage()]
+    assert [r.levelno for r in away] == [logging.WARNING]
+    assert [r.levelno for r in back] == [logging.INFO]
+    assert [r.getMessage() for r in _claim_loop_records(caplog) if r.exc_info] == [], (
+        "tracebacks only at debug"
+    )
+
+
+def test_a_claim_failing_for_another_reason_is_logged_every_time(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not migrated: every claim fails on the missing table, which no waiting will fix.
+    db = Database(make_engine(database_url))
+    queue = TaskQueue(db, lease_seconds=30, default_max_attempts=3)
+    worker = Worker(queue, {}, on_give_up=lambda t, e: None, policy=RetryPolicy(),
+                    poll_interval=0.05)  # fmt: skip
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)
+    finally:
+        worker.stop()
+        thread.join(10)
+        db.dispose()
+    failures = [r for r in _claim_loop_records(caplog) if r.getMessage() == "claiming tasks failed"]
+    assert len(failures) >= 3
+    assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
+    assert not [r for r in _claim_loop_records(caplog) if "unavailable" in r.getMessage()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -13,9 +14,10 @@ from service.db.models import Job, Task
 from service.db.session import Database
 from service.errors import PermanentError, TransientError
 from service.tasks.kinds import TaskKind
+from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask, TaskQueue
 from service.tasks.retry_policy import RetryPolicy
-from service.tasks.worker import Reschedule, Worker
+from service.tasks.worker import Worker
 
 
 def _job(db: Database, job_id: str = "job1") -> str:
@@ -229,3 +231,74 @@ def test_retry_delay_is_jittered_capped_and_exponential(attempt: int) -> None:
     ceiling = min(60, 2 * 2 ** (attempt - 1))
     delays = [policy.delay(attempt, TransientError()) for _ in range(50)]
     assert all(d is not None and ceiling / 2 <= d <= ceiling for d in delays)
+
+
+def test_prefetched_tasks_keep_their_lease_and_go_back_untried_when_they_wait_too_long(
+    db: Database,
+) -> None:
+    # A lease shorter than the wait below: only the heartbeat keeps the waiting tasks ours.
+    queue = TaskQueue(db, lease_seconds=1.2, default_max_attempts=3)
+    _enqueue(db, queue, 60)
+    runs: Counter[int] = Counter()
+    ran_by: dict[str, list[int]] = {"a": [], "b": []}
+    blocked, unblock = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def handler_for(name: str) -> Callable[[ClaimedTask], None]:
+        def handler(task: ClaimedTask) -> None:
+            with lock:
+                runs[task.id] += 1
+                ran_by[name].append(task.id)
+            if task.payload["n"] == 20:
+                blocked.set()
+                unblock.wait(15)
+            else:
+                time.sleep(0.001)
+
+        return handler
+
+    def worker(name: str) -> Worker:
+        return Worker(
+            queue,
+            {TaskKind.SUBMIT: handler_for(name)},
+            on_give_up=lambda t, e: None,
+            policy=RetryPolicy(),
+            concurrency=1,
+            poll_interval=0.05,
+            worker_id=name,
+        )
+
+    a, b = worker("a"), worker("b")
+    threads = [threading.Thread(target=w.run) for w in (a, b)]
+    threads[0].start()
+    try:
+        assert blocked.wait(10)
+        # Its one runner is stuck on the 21st task; the rest wait in its buffer, claimed.
+        deadline = time.monotonic() + 5
+        while a.in_flight != 60 - 20:  # the 20 before it are being recorded done
+            assert time.monotonic() < deadline, a.in_flight
+            time.sleep(0.01)
+        threads[1].start()  # a second worker, polling for due or lapsed tasks meanwhile
+        # After a while, worker a gives the waiting tasks back and worker b runs them.
+        deadline = time.monotonic() + 15
+        while len(ran_by["b"]) < 60 - 21:
+            assert time.monotonic() < deadline, len(ran_by["b"])
+            time.sleep(0.05)
+        unblock.set()
+        deadline = time.monotonic() + 10
+        while _statuses(db) != Counter({"done": 60}):
+            assert time.monotonic() < deadline, _statuses(db)
+            time.sleep(0.05)
+    finally:
+        unblock.set()
+        for w in (a, b):
+            w.stop()
+        for t in threads:
+            if t.is_alive():
+                t.join(timeout=10)
+    assert set(runs.values()) == {1} and len(runs) == 60, "a task ran twice"
+    with db.transaction() as s:
+        attempts = Counter(s.execute(select(Task.attempts)).scalars())
+    # Handed back untried while a's lease held (renewed while they waited), not taken over
+    # once it had lapsed: that would have counted a second attempt.
+    assert attempts == Counter({1: 60})

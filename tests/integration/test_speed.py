@@ -239,9 +239,11 @@ def test_concurrent_webhooks_each_get_their_own_answer(
     assert len(stored) == len(sent)
 
 
-def _spawn(url: str, out: Path, mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    url: str, out: Path, mode: str, env: dict[str, str], task_seconds: float = 0.0
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.worker_proc", url, str(out), mode],
+        [sys.executable, "-m", "tests.support.worker_proc", url, str(out), mode, str(task_seconds)],
         cwd=ROOT,
         env=env,
         start_new_session=True,
@@ -300,12 +302,16 @@ def test_several_worker_processes_never_run_a_task_twice(
     db: Database, database_url: str, tmp_path: Path
 ) -> None:
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
-    with db.transaction() as s:
-        for n in range(300):
-            queue.enqueue(s, TaskKind.SUBMIT, job_id=None, payload={"n": n})
     outs = [tmp_path / f"w{i}.out" for i in range(3)]
-    procs = [_spawn(database_url, out, "poll", os.environ.copy()) for out in outs]
+    # Tasks of 2 ms: short enough for each worker to prefetch a batch beyond its runners,
+    # long enough that the first worker up cannot finish them all alone.
+    procs = [_spawn(database_url, out, "poll", os.environ.copy(), 0.002) for out in outs]
     try:
+        ready = lambda: all("ready" in _lines(out) for out in outs)  # noqa: E731
+        assert _wait_for(ready, 20), "the workers never started"
+        with db.transaction() as s:
+            for n in range(300):
+                queue.enqueue(s, TaskKind.SUBMIT, job_id=None, payload={"n": n})
 
         def runs() -> list[str]:
             return [x for out in outs for x in _lines(out) if x.startswith("ran")]

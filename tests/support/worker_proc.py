@@ -1,8 +1,9 @@
 """A worker in a process of its own, for the cross-process tests (tests/integration/test_speed.py).
 
-    python -m tests.support.worker_proc DATABASE_URL OUT_FILE wake|poll
+    python -m tests.support.worker_proc DATABASE_URL OUT_FILE wake|poll [TASK_SECONDS]
 
-Runs a Worker whose SUBMIT handler appends "ran <task id>" to OUT_FILE. With ``wake`` it
+Runs a Worker whose SUBMIT handler takes TASK_SECONDS (default 0) and appends
+"ran <task id>" to OUT_FILE. With ``wake`` it
 listens for wake-ups and its poll interval is 60 s, so only a wake-up can make it prompt;
 it writes "ready" once it listens. With ``poll`` it polls every 50 ms (no wake-up).
 SIGTERM stops it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from service.db.session import Database, make_engine
@@ -48,6 +50,7 @@ class AnnouncingWakeup:
 
 def main() -> int:
     url, out, mode = sys.argv[1:4]
+    task_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     lock = threading.Lock()
     sink = open(out, "a", buffering=1)  # noqa: SIM115 - open for the process's life
 
@@ -56,6 +59,7 @@ def main() -> int:
             sink.write(line + "\n")
 
     def handler(task: ClaimedTask) -> None:
+        time.sleep(task_seconds)
         write(f"ran {task.id}")
 
     def give_up(task: ClaimedTask, exc: BaseException) -> None:
