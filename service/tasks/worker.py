@@ -330,14 +330,22 @@ class Worker:
         """
         interval = max(self.queue.lease.total_seconds() / 3, 0.5)
         wait = interval
+        failing = False
         while not self._heartbeat_stop.wait(wait):
             with self._lock:
                 ids = list(self._held)
             try:
                 self.queue.extend(ids, self.id)
                 wait = interval
+                if failing:
+                    failing = False
+                    log.info("renewing leases again")
             except Exception as exc:  # noqa: BLE001 - the loop must survive an outage
-                log.warning("renewing leases failed: %s", type(exc).__name__)
+                # Said once per run of failures, as the claim loop does: it retries every
+                # second while the database is away.
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "renewing leases failed: %s", type(exc).__name__)
+                failing = True
                 wait = min(1.0, interval)
 
     def _run_periodic(self) -> None:

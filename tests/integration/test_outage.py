@@ -435,3 +435,40 @@ def test_a_claim_failing_for_another_reason_is_logged_every_time(
     assert len(failures) >= 3
     assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
     assert not [r for r in _claim_loop_records(caplog) if "unavailable" in r.getMessage()]
+
+
+@pytest.mark.postgres
+def test_the_heartbeat_says_once_that_it_cannot_renew_and_once_that_it_can(
+    proxied_pg: tuple[TcpProxy, Database], caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, db = proxied_pg
+    # A 1.5 s lease: the heartbeat renews every 0.5 s, and every second while it fails.
+    queue = TaskQueue(db, lease_seconds=1.5, default_max_attempts=3)
+    started, finish = threading.Event(), threading.Event()
+
+    def hold(_task: object) -> None:
+        started.set()
+        finish.wait(20)
+
+    worker = Worker(queue, {TaskKind.SUBMIT: hold}, on_give_up=lambda t, e: None,
+                    policy=RetryPolicy(), poll_interval=0.05)  # fmt: skip
+    with db.transaction() as s:
+        queue.enqueue(s, TaskKind.SUBMIT, job_id=None)
+    caplog.set_level(logging.INFO)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert started.wait(10)
+        proxy.refuse()
+        time.sleep(3.2)  # three or four failed renewals
+        proxy.heal()
+        time.sleep(1.5)  # renewed again
+    finally:
+        finish.set()
+        worker.stop()
+        thread.join(10)
+    renewals = [r for r in _claim_loop_records(caplog) if "renewing leases" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in renewals] == [
+        (logging.WARNING, "renewing leases failed"),
+        (logging.INFO, "renewing leases again"),
+    ]
