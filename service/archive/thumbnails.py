@@ -39,6 +39,15 @@ QUALITY = 80
 METHOD = 0
 # Only what the archive accepts as an output ever reaches here; Pillow is held to that.
 _FORMATS = ("PNG", "JPEG", "WEBP")
+# A PNG or WebP cannot be decoded at a reduced scale, so a preview of a file costs its
+# whole decoded size in memory: 4096 x 4096 is 48 MiB of RGB. A larger output (far beyond
+# what the providers generate) gets no thumbnail rather than a worker's memory spike
+# (bench/archive_memory.py: a 200 MB PNG grew the worker by 255 MiB for its preview).
+MAX_SOURCE_PIXELS = 4096 * 4096
+
+
+class TooLarge(ValueError):
+    """The image has more pixels than a thumbnail may be made from."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ def render(source: Path, *, max_pixels: int) -> Preview:
     """The thumbnail of the image file ``source``."""
     with Image.open(source, formats=_FORMATS) as opened:
         if opened.width * opened.height > max_pixels:
-            raise ValueError("image too large to thumbnail")
+            raise TooLarge(f"{opened.width}x{opened.height} is too large to thumbnail")
         opened.draft("RGB", (MAX_SIDE * 2, MAX_SIDE * 2))  # JPEG: decode at a reduced scale
         return render_image(opened)
 
@@ -83,7 +92,7 @@ class Thumbnailer:
     def __init__(self, db: Database, store: ArchiveStore, *, max_pixels: int) -> None:
         self.db = db
         self.store = store
-        self.max_pixels = max_pixels
+        self.max_pixels = min(max_pixels, MAX_SOURCE_PIXELS)
 
     def make(
         self,
@@ -169,6 +178,8 @@ def logged_failure(job: Job, index: int) -> Iterator[None]:
     """A thumbnail is a convenience: one that fails is logged, and the archive goes on."""
     try:
         yield
+    except TooLarge as exc:
+        log.info("no thumbnail: %s", exc, extra={"job_id": job.id, "index": index})
     except Exception:
         log.warning("thumbnail failed", exc_info=True, extra={"job_id": job.id, "index": index})
 

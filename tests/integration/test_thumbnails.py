@@ -114,6 +114,34 @@ def test_an_output_too_large_to_decode_whole_gets_its_thumbnail_from_the_file(
         assert thumb.convert("RGB").getpixel((128, 96)) == pytest.approx((0, 90, 200), abs=3)
 
 
+def test_an_output_past_the_thumbnail_pixel_cap_is_archived_without_one(
+    vault: Container,
+    fileserver: FileServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The cap keeps a huge PNG's decode (its whole size in memory) out of the worker; the
+    # 4000x3000 file of the test above stands in for one, under a lowered cap.
+    from service.archive import thumbnails
+
+    monkeypatch.setattr(vault.archiver.thumbnailer, "max_pixels", 4000 * 3000 - 1)
+    caplog.set_level("INFO", logger="service.archive.thumbnails")
+    buf = BytesIO()
+    Image.new("RGB", (4000, 3000), (0, 90, 200)).save(buf, "PNG", compress_level=1)
+    job = _archive(vault, [fileserver.put("/large.png", buf.getvalue())])
+    assert job.status == "archived"
+    with vault.store.open(job.manifest_key) as stream:
+        manifest = json.loads(stream.read())
+    assert manifest["derived"] == [] and len(manifest["assets"]) == 1
+    said = [r for r in caplog.records if r.name == thumbnails.__name__]
+    assert [(r.levelname, r.getMessage()) for r in said] == [
+        ("INFO", "no thumbnail: 4000x3000 is too large to thumbnail")
+    ]
+    assert thumbnails.Thumbnailer(vault.db, vault.store, max_pixels=10**9).max_pixels == (
+        thumbnails.MAX_SOURCE_PIXELS
+    ), "the cap holds whatever the archive accepts"
+
+
 def test_a_thumbnail_that_fails_does_not_fail_the_archive(
     vault: Container, fileserver: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
