@@ -26,6 +26,7 @@ from service.events.types import DeliveryStatus, EventType, new_event_id
 from service.jobs.states import JobStatus
 from service.storage.base import ArchiveStore
 from service.tasks.kinds import TaskKind
+from service.tasks.queue import TaskQueue
 from service.tasks.status import TaskStatus
 
 _PENDING = "genvault.events.pending"
@@ -126,6 +127,9 @@ def add_delivery(session: Session, event_id: str, endpoint_id: str) -> None:
             updated_at=now,
         )
     )
+    # Added here rather than through TaskQueue.enqueue (the session is mid-flush): say so,
+    # or the commit wakes no worker and the delivery waits for the next claim or poll.
+    TaskQueue.mark_enqueued(session)
 
 
 def delivery_key(event_id: str, endpoint_id: str) -> str:

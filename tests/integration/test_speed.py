@@ -298,6 +298,34 @@ def test_a_worker_in_another_process_wakes_when_a_task_is_queued(
         wakeup.close()
 
 
+def test_an_event_delivery_wakes_a_worker_in_another_process(
+    db: Database, database_url: str, tmp_path: Path
+) -> None:
+    """The outbox adds its delivery tasks inside a flush, not through TaskQueue.enqueue: its
+    commit must still wake the workers (it waited for the next claim or poll)."""
+    from service.db.models import EventEndpoint
+    from service.events import outbox
+    from service.events.types import EventType
+
+    wakeup = build_wakeup(database_url)
+    assert wakeup is not None
+    notify_on_commit(db, wakeup)
+    with db.transaction() as s:
+        s.add(EventEndpoint(id="ep_1", url="https://example.com/hook", secret="whsec_x"))
+    out = tmp_path / "worker.out"
+    proc = _spawn(database_url, out, "wake", os.environ.copy())
+    try:
+        assert _wait_for(lambda: "ready" in _lines(out), 20), "the worker never listened"
+        time.sleep(0.3)  # its first (empty) claim is over: it now sleeps for 60 s
+        with db.transaction() as s:
+            outbox.emit(s, EventType.JOB_ARCHIVED, {"job_id": "j"}, job_id=None)
+        ran = lambda: any(x.startswith("ran") for x in _lines(out))  # noqa: E731
+        assert _wait_for(ran, 5), f"the delivery did not wake the worker: {_lines(out)}"
+    finally:
+        _stop([proc])
+        wakeup.close()
+
+
 def test_several_worker_processes_never_run_a_task_twice(
     db: Database, database_url: str, tmp_path: Path
 ) -> None:

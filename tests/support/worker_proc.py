@@ -2,7 +2,7 @@
 
     python -m tests.support.worker_proc DATABASE_URL OUT_FILE wake|poll [TASK_SECONDS]
 
-Runs a Worker whose SUBMIT handler takes TASK_SECONDS (default 0) and appends
+Runs a Worker whose SUBMIT (and DELIVER_EVENT) handler takes TASK_SECONDS (default 0) and appends
 "ran <task id>" to OUT_FILE. With ``wake`` it
 listens for wake-ups and its poll interval is 60 s, so only a wake-up can make it prompt;
 it writes "ready" once it listens. With ``poll`` it polls every 50 ms (no wake-up).
@@ -69,7 +69,7 @@ def main() -> int:
     wakeup = build_wakeup(url) if mode == "wake" else None
     worker = Worker(
         queue,
-        {TaskKind.SUBMIT: handler},
+        {TaskKind.SUBMIT: handler, TaskKind.DELIVER_EVENT: handler},
         on_give_up=give_up,
         policy=RetryPolicy(),
         concurrency=4,
