@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support.db import create_pg_database, drop_pg_database
 from tests.support.s3 import free_port
 
 BIN = Path(sys.executable).parent
@@ -69,3 +70,21 @@ def file_server(directory: Path) -> Iterator[Server]:
     argv = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(directory)]
     with process_server([*argv, str(port)], f"http://127.0.0.1:{port}") as server:
         yield server
+
+
+def databases(names: str, tmp: Path) -> Iterator[tuple[str, str]]:
+    """(name, URL) for each of ``names`` ("sqlite,postgresql"): a file in ``tmp``, or a new
+    PostgreSQL database, dropped after its turn. A PostgreSQL out of reach is said, skipped."""
+    for name in names.split(","):
+        if name == "sqlite":
+            yield name, f"sqlite:///{tmp / 'bench.db'}"
+            continue
+        try:
+            url = create_pg_database()
+        except BaseException as exc:  # pytest.skip is a BaseException
+            print(f"{name}: skipped ({exc})")
+            continue
+        try:
+            yield name, url
+        finally:
+            drop_pg_database(url)

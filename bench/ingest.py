@@ -39,9 +39,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import databases  # noqa: E402
+
 import tests.support.stack as stack_module  # noqa: E402
 from service.security.tokens import webhook_token  # noqa: E402
-from tests.support.db import create_pg_database, drop_pg_database  # noqa: E402
 from tests.support.s3 import free_port  # noqa: E402
 from tests.support.stack import BIN, SECRET, Stack, start_stack  # noqa: E402
 
@@ -272,19 +273,8 @@ def main() -> int:
         os.environ["PYTHONPATH"] = str(args.root.resolve())
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name in args.databases.split(","):
-            if name == "sqlite":
-                bench_database(name, f"sqlite:///{tmp / 'bench.db'}", tmp, args)
-                continue
-            try:
-                url = create_pg_database()
-            except BaseException as exc:  # pytest.skip is a BaseException
-                print(f"{name}: skipped ({exc})")
-                continue
-            try:
-                bench_database(name, url, tmp, args)
-            finally:
-                drop_pg_database(url)
+        for name, url in databases(args.databases, tmp):
+            bench_database(name, url, tmp, args)
     return 0
 
 

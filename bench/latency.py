@@ -29,8 +29,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import databases  # noqa: E402
+
 import tests.support.stack as stack_module  # noqa: E402
-from tests.support.db import create_pg_database, drop_pg_database  # noqa: E402
 from tests.support.s3 import free_port  # noqa: E402
 from tests.support.stack import Stack, start_stack  # noqa: E402
 
@@ -170,19 +171,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
             tmp = Path(tmp_name)
-            for name in args.databases.split(","):
-                if name == "sqlite":
-                    bench_database(name, f"sqlite:///{tmp / 'bench.db'}", tmp, endpoint, args)
-                    continue
-                try:
-                    url = create_pg_database()
-                except BaseException as exc:  # pytest.skip is a BaseException
-                    print(f"{name}: skipped ({exc})")
-                    continue
-                try:
-                    bench_database(name, url, tmp, endpoint, args)
-                finally:
-                    drop_pg_database(url)
+            for name, url in databases(args.databases, tmp):
+                bench_database(name, url, tmp, endpoint, args)
     finally:
         server.stop()  # type: ignore[attr-defined]
     return 0

@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="genvault-bench-"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_support import databases  # noqa: E402
 from ingest import callback_body, insert_jobs  # noqa: E402
 
 from service.security.tokens import webhook_token  # noqa: E402
-from tests.support.db import create_pg_database, drop_pg_database  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
@@ -152,19 +152,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name in args.databases.split(","):
-            if name == "sqlite":
-                bench_database(name, f"sqlite:///{tmp / 'bench.db'}", args.requests, tmp)
-                continue
-            try:
-                url = create_pg_database()
-            except BaseException as exc:  # pytest.skip is a BaseException
-                print(f"{name}: skipped ({exc})")
-                continue
-            try:
-                bench_database(name, url, args.requests, tmp)
-            finally:
-                drop_pg_database(url)
+        for name, url in databases(args.databases, tmp):
+            bench_database(name, url, args.requests, tmp)
     return 0
 
 
