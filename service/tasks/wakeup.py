@@ -183,14 +183,17 @@ class SocketDirWakeup:
             while True:
                 self._wanted.wait()
                 self._wanted.clear()
-                # Also once at close(): a notify() just before it is not lost (its commit
-                # happened); at worst the workers wake once more for nothing.
                 try:
                     self._send_round(sock)
                 except OSError as exc:  # workers still poll
                     log.warning("waking workers failed: %s", exc)
                 if self._closed:
-                    break
+                    # A notify() just before close() is not lost (its commit happened): stop
+                    # only after a round that nothing came in during. close() wakes this
+                    # thread too, so the workers may wake once more for nothing.
+                    if not self._wanted.is_set():
+                        break
+                    continue
                 time.sleep(self.min_interval)  # what is queued meanwhile shares the next one
         finally:
             sock.close()
