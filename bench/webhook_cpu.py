@@ -194,7 +194,8 @@ def main() -> int:
         for name in args.databases.split(","):
             if name == "sqlite":
                 with idle_workers(tmp / "bench.db", args.idle_workers):
-                    print(f"{name}: {args.idle_workers} idle workers listening for wake-ups")
+                    if args.idle_workers:
+                        print(f"{name}: {args.idle_workers} idle workers listening for wake-ups")
                     bench_database(name, f"sqlite:///{tmp / 'bench.db'}", args.requests, tmp)
                 continue
             try:
