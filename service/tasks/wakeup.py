@@ -6,7 +6,10 @@ that sleep short when a transaction that queued a task commits:
 - PostgreSQL: each worker has one connection LISTENing on a channel; a commit that queued
   a task (see TaskQueue.mark_enqueued) has a NOTIFY sent right after it.
 - SQLite: each worker binds a Unix datagram socket in a directory named after the database
-  file; a commit that queued a task sends one byte to every socket there.
+  file; a commit that queued a task has one byte sent to every socket there.
+
+Either way a process's sender thread sends at most once per few milliseconds, for however
+many commits queued work meanwhile.
 
 Both sides block in the kernel: nothing polls while idle. The notification follows the
 commit, so a woken worker always finds the task.
