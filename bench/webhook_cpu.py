@@ -11,9 +11,11 @@ not). For each database it prints:
     difference is what recording the callback costs this process
 
 bench/ingest.py measures the real thing under load; this says which part of the request a
-change should go after.
+change should go after. ``--idle-workers N`` has N processes listen for SQLite's wake-ups
+(tasks/wakeup.py), as idle workers do, so that waking them is part of the figure.
 
     .venv/bin/python bench/webhook_cpu.py [--requests 3000] [--databases sqlite,postgresql]
+        [--idle-workers 0]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +89,41 @@ def cpu_per_request(app: WsgiApp, environs: list[dict[str, Any]]) -> float:
     return spent / len(environs) * 1e6
 
 
+# An idle worker as SQLite's wake-ups see it: a datagram socket in the wake directory, read.
+_IDLE_WORKER = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind(sys.argv[1])
+print("listening", flush=True)
+while sock.recv(64):
+    pass
+"""
+
+
+@contextmanager
+def idle_workers(database: Path, count: int) -> Iterator[None]:
+    from service.tasks.wakeup import SocketDirWakeup
+
+    directory = SocketDirWakeup.for_database(str(database)).directory
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = [directory / f"bench-{os.getpid()}-{n}.sock" for n in range(count)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, str(p)], stdout=subprocess.PIPE)
+        for p in paths
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
 @contextmanager
 def without_the_write() -> Iterator[None]:
     """The view as it is, with WebhookIngest.record answering at once (nothing written)."""
@@ -149,11 +187,18 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--idle-workers", type=int, default=0, help="SQLite only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for name, url in databases(args.databases, tmp):
-            bench_database(name, url, args.requests, tmp)
+            if name != "sqlite":
+                bench_database(name, url, args.requests, tmp)
+                continue
+            with idle_workers(tmp / "bench.db", args.idle_workers):
+                if args.idle_workers:
+                    print(f"{name}: {args.idle_workers} idle workers listening for wake-ups")
+                bench_database(name, url, args.requests, tmp)
     return 0
 
 

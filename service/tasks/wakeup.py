@@ -6,7 +6,10 @@ that sleep short when a transaction that queued a task commits:
 - PostgreSQL: each worker has one connection LISTENing on a channel; a commit that queued
   a task (see TaskQueue.mark_enqueued) has a NOTIFY sent right after it.
 - SQLite: each worker binds a Unix datagram socket in a directory named after the database
-  file; a commit that queued a task sends one byte to every socket there.
+  file; a commit that queued a task has one byte sent to every socket there.
+
+Either way a process's sender thread sends at most once per few milliseconds, for however
+many commits queued work meanwhile.
 
 Both sides block in the kernel: nothing polls while idle. The notification follows the
 commit, so a woken worker always finds the task.
@@ -137,11 +140,20 @@ class PostgresWakeup:
 
 
 class SocketDirWakeup:
-    """Unix datagram sockets in one directory per SQLite database file."""
+    """Unix datagram sockets in one directory per SQLite database file.
 
-    def __init__(self, directory: Path) -> None:
+    notify() only sets a flag, as PostgresWakeup's does: one thread per process scans the
+    directory and sends, at most one round per ``min_interval``. Sending from the webhook's
+    request thread cost each accepted callback a directory scan and a datagram per worker,
+    and woke every worker for a claim of its own, under load one per callback.
+    """
+
+    def __init__(self, directory: Path, min_interval: float = 0.005) -> None:
         self.directory = directory
-        self._sender: socket.socket | None = None
+        self.min_interval = min_interval
+        self._wanted = threading.Event()
+        self._closed = False
+        self._sender: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -152,31 +164,59 @@ class SocketDirWakeup:
         return cls(Path(tempfile.gettempdir()) / f"genvault-wake-{digest}")
 
     def notify(self) -> None:
+        self._wanted.set()
+        if self._sender is None:
+            with self._lock:
+                if self._sender is None and not self._closed:
+                    self._sender = threading.Thread(
+                        target=self._send_forever, name="task-notify", daemon=True
+                    )
+                    self._sender.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+
+    def _send_forever(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                try:
+                    self._send_round(sock)
+                except OSError as exc:  # workers still poll
+                    log.warning("waking workers failed: %s", exc)
+                if self._closed:
+                    # A notify() just before close() is not lost (its commit happened): stop
+                    # only after a round that nothing came in during. close() wakes this
+                    # thread too, so the workers may wake once more for nothing.
+                    if not self._wanted.is_set():
+                        break
+                    continue
+                time.sleep(self.min_interval)  # what is queued meanwhile shares the next one
+        finally:
+            sock.close()
+
+    def _send_round(self, sock: socket.socket) -> None:
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return  # no worker has ever listened
-        with self._lock:
-            if self._sender is None:
-                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sender.setblocking(False)
-            for entry in entries:
-                if not entry.name.endswith(".sock"):
-                    continue
-                try:
-                    self._sender.sendto(b"!", entry.path)
-                except BlockingIOError:
-                    pass  # its queue is full: it has wake-ups pending already
-                except OSError as exc:
-                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                        # Its worker died without cleaning up: remove the stale socket.
-                        Path(entry.path).unlink(missing_ok=True)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._sender is not None:
-                self._sender.close()
-                self._sender = None
+        for entry in entries:
+            if not entry.name.endswith(".sock"):
+                continue
+            try:
+                sock.sendto(b"!", entry.path)
+            except BlockingIOError:
+                pass  # its queue is full: it has wake-ups pending already
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    # Its worker died without cleaning up: remove the stale socket.
+                    Path(entry.path).unlink(missing_ok=True)
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
