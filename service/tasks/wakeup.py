@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "genvault_tasks"
 # How often a blocked listener looks at its stop event; it is woken by the kernel otherwise.
 _STOP_CHECK_SECONDS = 1.0
+# How long a sender waits after a failed round (the database restarting, say).
+_RETRY_SECONDS = 0.5
 
 
 class Wakeup(Protocol):
@@ -59,16 +61,74 @@ class Wakeup(Protocol):
         """Free what notify() holds."""
 
 
+class _Sender:
+    """A process's one wake-up sender: a thread that runs ``send_round`` at most once per
+    ``min_interval``, for however many notify() calls came meanwhile.
+
+    notify() only sets a flag, so the thread that committed (a webhook's) pays nothing for
+    the wake-up, and a burst of commits costs a few rounds, not one each. A notify() just
+    before close() is still sent: its commit happened. ``finish`` frees what the rounds
+    opened, on the sender thread, when it stops.
+    """
+
+    def __init__(
+        self, send_round: Callable[[], None], finish: Callable[[], None], min_interval: float
+    ) -> None:
+        self.send_round = send_round
+        self.finish = finish
+        self.min_interval = min_interval
+        self._wanted = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        self._wanted.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(
+                        target=self._run, name="task-notify", daemon=True
+                    )
+                    self._thread.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                pause = self.min_interval  # what is queued meanwhile shares the next round
+                try:
+                    self.send_round()
+                except Exception as exc:  # noqa: BLE001 - workers still poll; try again later
+                    log.warning("waking workers failed: %s", exc)
+                    pause = _RETRY_SECONDS
+                if self._closed:
+                    # Stop only after a round that nothing came in during. close() wakes
+                    # this thread too, so the workers may wake once more for nothing.
+                    if not self._wanted.is_set():
+                        break
+                    continue
+                time.sleep(pause)
+        finally:
+            self.finish()
+
+
 class PostgresWakeup:
     """NOTIFY after the commit, from one background connection; LISTEN in each worker.
 
     Not a trigger, nor NOTIFY inside the enqueuing transaction: PostgreSQL serialises the
     commits of notifying transactions on one global lock, held through the WAL flush, which
     defeated group commit and capped webhook ingest at one flush at a time (bench/ingest.py).
-    notify() only sets a flag: one thread per process sends the NOTIFY, at most one per
-    ``min_interval`` (the wake-up is that much later at worst, the latency bench's figure
-    barely moves), so a burst of commits costs a few notifications, not one each: under
-    webhook load each NOTIFY was a commit of its own, a third of the database's work.
+    The process's _Sender sends the NOTIFY at most once per ``min_interval`` (the wake-up
+    is that much later at worst): under webhook load each NOTIFY was a commit of its own, a
+    third of the database's work.
     """
 
     def __init__(
@@ -77,48 +137,31 @@ class PostgresWakeup:
         # psycopg wants a libpq URL, without SQLAlchemy's "+driver".
         self.conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
         self.channel = channel
-        self.min_interval = min_interval
-        self._wanted = threading.Event()
-        self._closed = False
-        self._sender: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._conn: Any = None  # the sender thread's own connection
+        self._sender = _Sender(self._send_round, self._finish, min_interval)
 
     def notify(self) -> None:
-        self._wanted.set()
-        if self._sender is None:
-            with self._lock:
-                if self._sender is None and not self._closed:
-                    self._sender = threading.Thread(
-                        target=self._send_forever, name="task-notify", daemon=True
-                    )
-                    self._sender.start()
+        self._sender.notify()
 
     def close(self) -> None:
-        self._closed = True
-        self._wanted.set()
-        if self._sender is not None:
-            self._sender.join(timeout=5)
+        self._sender.close()
 
-    def _send_forever(self) -> None:
+    def _send_round(self) -> None:
         import psycopg
 
-        conn: psycopg.Connection[Any] | None = None
-        while True:
-            self._wanted.wait()
-            if self._closed:
-                break
-            self._wanted.clear()
-            try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-                time.sleep(self.min_interval)  # what is queued meanwhile shares the next one
-            except Exception as exc:  # noqa: BLE001 - workers still poll; try again later
-                log.warning("waking workers failed: %s", exc)
-                conn = None
-                time.sleep(0.5)
-        if conn is not None:
-            conn.close()
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            self._conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+        except Exception:
+            self._finish()  # a fresh connection next round
+            raise
+
+    def _finish(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):  # a connection the server dropped
+                self._conn.close()
+            self._conn = None
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         import psycopg
@@ -142,19 +185,16 @@ class PostgresWakeup:
 class SocketDirWakeup:
     """Unix datagram sockets in one directory per SQLite database file.
 
-    notify() only sets a flag, as PostgresWakeup's does: one thread per process scans the
-    directory and sends, at most one round per ``min_interval``. Sending from the webhook's
-    request thread cost each accepted callback a directory scan and a datagram per worker,
-    and woke every worker for a claim of its own, under load one per callback.
+    The process's _Sender scans the directory and sends, at most one round per
+    ``min_interval``. Sending from the webhook's request thread cost each accepted callback
+    a directory scan and a datagram per worker, and woke every worker for a claim of its
+    own, under load one per callback.
     """
 
     def __init__(self, directory: Path, min_interval: float = 0.005) -> None:
         self.directory = directory
-        self.min_interval = min_interval
-        self._wanted = threading.Event()
-        self._closed = False
-        self._sender: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None  # the sender thread's own
+        self._sender = _Sender(self._send_round, self._finish, min_interval)
 
     @classmethod
     def for_database(cls, database_path: str) -> SocketDirWakeup:
@@ -164,48 +204,20 @@ class SocketDirWakeup:
         return cls(Path(tempfile.gettempdir()) / f"genvault-wake-{digest}")
 
     def notify(self) -> None:
-        self._wanted.set()
-        if self._sender is None:
-            with self._lock:
-                if self._sender is None and not self._closed:
-                    self._sender = threading.Thread(
-                        target=self._send_forever, name="task-notify", daemon=True
-                    )
-                    self._sender.start()
+        self._sender.notify()
 
     def close(self) -> None:
-        self._closed = True
-        self._wanted.set()
-        if self._sender is not None:
-            self._sender.join(timeout=5)
+        self._sender.close()
 
-    def _send_forever(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        try:
-            while True:
-                self._wanted.wait()
-                self._wanted.clear()
-                try:
-                    self._send_round(sock)
-                except OSError as exc:  # workers still poll
-                    log.warning("waking workers failed: %s", exc)
-                if self._closed:
-                    # A notify() just before close() is not lost (its commit happened): stop
-                    # only after a round that nothing came in during. close() wakes this
-                    # thread too, so the workers may wake once more for nothing.
-                    if not self._wanted.is_set():
-                        break
-                    continue
-                time.sleep(self.min_interval)  # what is queued meanwhile shares the next one
-        finally:
-            sock.close()
-
-    def _send_round(self, sock: socket.socket) -> None:
+    def _send_round(self) -> None:
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return  # no worker has ever listened
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        sock = self._sock
         for entry in entries:
             if not entry.name.endswith(".sock"):
                 continue
@@ -217,6 +229,11 @@ class SocketDirWakeup:
                 if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
                     # Its worker died without cleaning up: remove the stale socket.
                     Path(entry.path).unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
