@@ -120,7 +120,19 @@ class _Sender:
             self.finish()
 
 
-class PostgresWakeup:
+class _Notifies:
+    """notify() and close() of a Wakeup whose sending is its _Sender's."""
+
+    _sender: _Sender
+
+    def notify(self) -> None:
+        self._sender.notify()
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+class PostgresWakeup(_Notifies):
     """NOTIFY after the commit, from one background connection; LISTEN in each worker.
 
     Not a trigger, nor NOTIFY inside the enqueuing transaction: PostgreSQL serialises the
@@ -139,12 +151,6 @@ class PostgresWakeup:
         self.channel = channel
         self._conn: Any = None  # the sender thread's own connection
         self._sender = _Sender(self._send_round, self._finish, min_interval)
-
-    def notify(self) -> None:
-        self._sender.notify()
-
-    def close(self) -> None:
-        self._sender.close()
 
     def _send_round(self) -> None:
         import psycopg
@@ -182,7 +188,7 @@ class PostgresWakeup:
                 backoff = min(backoff * 2, 10.0)
 
 
-class SocketDirWakeup:
+class SocketDirWakeup(_Notifies):
     """Unix datagram sockets in one directory per SQLite database file.
 
     The process's _Sender scans the directory and sends, at most one round per
@@ -202,12 +208,6 @@ class SocketDirWakeup:
         # temp dir, named by a hash of the database file's real path.
         digest = hashlib.sha256(os.path.realpath(database_path).encode()).hexdigest()[:16]
         return cls(Path(tempfile.gettempdir()) / f"genvault-wake-{digest}")
-
-    def notify(self) -> None:
-        self._sender.notify()
-
-    def close(self) -> None:
-        self._sender.close()
 
     def _send_round(self) -> None:
         try:
