@@ -98,3 +98,29 @@ def until_answered(
                 extra={"failures": failures, **(extra or {})},
             )
         return result
+
+
+class OutageNotice:
+    """Says once that a loop's work fails and once that it works again, not every retry.
+
+    The worker's loops (claiming, renewing leases) retry about every second while the
+    database is away: a line, let alone a traceback, each time would bury the rest of the log.
+    Tracebacks go to debug. ``log`` is the caller's, so the lines carry its logger's name.
+    """
+
+    def __init__(self, log: logging.Logger, failing: str, resumed: str) -> None:
+        self.log = log
+        self.failing = failing
+        self.resumed = resumed
+        self.away = False
+
+    def failed(self, error: BaseException) -> None:
+        if not self.away:
+            self.away = True
+            self.log.warning("%s: %s", self.failing, type(error).__name__)
+        self.log.debug(self.failing, exc_info=error)
+
+    def succeeded(self) -> None:
+        if self.away:
+            self.away = False
+            self.log.info(self.resumed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from service import metrics
-from service.db.availability import DatabaseUnavailable, is_unavailable
+from service.db.availability import DatabaseUnavailable, OutageNotice, is_unavailable
 from service.errors import PermanentError
 from service.tasks.completions import CompletionRecorder
 from service.tasks.kinds import TaskKind
@@ -92,7 +92,11 @@ class Worker:
             queue, self.id, settle=self._settle, abandon_writes=self._abandon_writes
         )
         # Claims fail every poll while the database is away: said once, not every time.
-        self._database_away = False
+        self._claim_outage = OutageNotice(
+            log,
+            "database unavailable; claiming paused until it answers",
+            "database available again; claiming resumed",
+        )
 
     @property
     def in_flight(self) -> int:
@@ -260,17 +264,9 @@ class Worker:
             if not is_unavailable(exc):
                 log.exception("claiming tasks failed")
                 return None
-            if not self._database_away:
-                self._database_away = True
-                log.warning(
-                    "database unavailable; claiming paused until it answers: %s",
-                    type(exc).__name__,
-                )
-            log.debug("claiming tasks failed", exc_info=True)
+            self._claim_outage.failed(exc)
             return None
-        if self._database_away:
-            self._database_away = False
-            log.info("database available again; claiming resumed")
+        self._claim_outage.succeeded()
         return claimed
 
     def _drain(self, recorder: threading.Thread) -> None:
@@ -330,22 +326,16 @@ class Worker:
         """
         interval = max(self.queue.lease.total_seconds() / 3, 0.5)
         wait = interval
-        failing = False
+        outage = OutageNotice(log, "renewing leases failed", "renewing leases again")
         while not self._heartbeat_stop.wait(wait):
             with self._lock:
                 ids = list(self._held)
             try:
                 self.queue.extend(ids, self.id)
                 wait = interval
-                if failing:
-                    failing = False
-                    log.info("renewing leases again")
+                outage.succeeded()
             except Exception as exc:  # noqa: BLE001 - the loop must survive an outage
-                # Said once per run of failures, as the claim loop does: it retries every
-                # second while the database is away.
-                level = logging.DEBUG if failing else logging.WARNING
-                log.log(level, "renewing leases failed: %s", type(exc).__name__)
-                failing = True
+                outage.failed(exc)
                 wait = min(1.0, interval)
 
     def _run_periodic(self) -> None:
