@@ -109,7 +109,9 @@ SELECT id, EXISTS (
     WHERE c.job_id = jobs.id AND c.source = 'webhook' AND c.body_sha256 = :body_sha256
 )
 FROM jobs
-WHERE track_id = :track_id AND endpoint IN (SELECT value FROM json_each(:endpoints))
+WHERE track_id = :track_id
+  -- A track_id only answers to the provider its job was sent to.
+  AND json_extract(:providers, '$."' || endpoint || '"') = :provider
 """
 _SQLITE_STORE = """
 INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
@@ -124,9 +126,8 @@ VALUES ('callback', :job_id, :payload, 'queued', 0, :max_attempts, :now, :now, :
 """
 
 
-def _endpoints_of(provider: str) -> list[str]:
-    # A track_id only answers to the provider its job was sent to.
-    return [name for name, spec in ENDPOINTS.items() if spec.provider == provider]
+# Which provider each endpoint belongs to, as both databases' statements look it up.
+_PROVIDERS_JSON = json.dumps({name: spec.provider for name, spec in ENDPOINTS.items()})
 
 
 class WriterTurns:
@@ -280,10 +281,6 @@ class WebhookIngest:
         return self._cursor
 
 
-# Which provider each endpoint belongs to, as the PostgreSQL statement joins it.
-_PROVIDERS_JSON = json.dumps({name: spec.provider for name, spec in ENDPOINTS.items()})
-
-
 def _write_postgres(cur: Any, batch: Sequence[_Callback], max_attempts: int) -> list[_Written]:
     # The batch travels as one JSON document: psycopg dumps one string, where arrays of
     # text cost it more than the rest of the request (an escape pass per element).
@@ -328,7 +325,8 @@ def _write_sqlite(
                 {
                     "track_id": c.track_id,
                     "body_sha256": c.body_sha256,
-                    "endpoints": json.dumps(_endpoints_of(c.provider)),
+                    "provider": c.provider,
+                    "providers": _PROVIDERS_JSON,
                 },
             ).fetchone()
             if found is not None:
