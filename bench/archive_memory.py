@@ -13,6 +13,7 @@ worker's idle RSS for both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import http.server
 import json
@@ -27,6 +28,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_support import create_bucket, moto_server  # noqa: E402
 
 from service.security.tokens import webhook_token  # noqa: E402
 from tests.support.s3 import free_port  # noqa: E402
@@ -114,12 +117,6 @@ def main() -> int:
     )
     parser.add_argument("--megabytes", type=int, default=200)
     args = parser.parse_args()
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -134,16 +131,12 @@ def main() -> int:
         threading.Thread(target=images.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{images.server_address[1]}"
 
-        s3_port = free_port()
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
-        moto.start()
-        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1"
-        ).create_bucket(Bucket="bench")
+        servers = contextlib.ExitStack()
+        s3 = servers.enter_context(moto_server())
+        create_bucket(s3.url)
         stack = start_stack(
             tmp_path,
-            f"http://127.0.0.1:{s3_port}",
+            s3.url,
             "bench",
             f"sqlite:///{tmp_path / 'bench.db'}",
             workers=1,
@@ -159,7 +152,7 @@ def main() -> int:
             idle, peak, seconds = archive_one(stack, worker.pid, f"{base}/big.png")
         finally:
             stack.stop()
-            moto.stop()
+            servers.close()
             images.shutdown()
     for label, (idle_kib, peak_kib, secs) in (
         ("baseline, 1 MB image", (small_idle, small_peak, small_s)),

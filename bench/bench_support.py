@@ -63,6 +63,20 @@ def moto_server() -> Iterator[Server]:
         yield server
 
 
+def create_bucket(endpoint: str, name: str = "bench") -> str:
+    """A bucket on the S3 server at ``endpoint`` (moto takes any credentials); its name."""
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=name)
+    return name
+
+
 @contextmanager
 def file_server(directory: Path) -> Iterator[Server]:
     """Python's static file server on ``directory`` (its URL is the base URL)."""

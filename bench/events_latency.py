@@ -15,7 +15,7 @@ up with on a 2-core machine; past it, deliveries also wait for the archive backl
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -28,8 +28,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_support import create_bucket, moto_server  # noqa: E402
+
 from tests.support.receivers import start_receiver  # noqa: E402
-from tests.support.s3 import free_port  # noqa: E402
 from tests.support.stack import start_stack  # noqa: E402
 
 
@@ -48,22 +49,12 @@ def main() -> int:  # noqa: PLR0915 - one linear script: start, measure, stop, r
     parser.add_argument("--rate", type=float, default=5.0, help="jobs submitted per second")
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args()
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every request
     rx = start_receiver()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        s3_port = free_port()
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
-        moto.start()
-        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1"
-        ).create_bucket(Bucket="bench")
+        servers = contextlib.ExitStack()
+        s3 = servers.enter_context(moto_server())
+        create_bucket(s3.url)
         pg_url = None
         if args.postgres:
             from tests.support.db import create_pg_database
@@ -71,7 +62,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: start, measure, stop, r
             pg_url = create_pg_database()
         stack = start_stack(
             tmp_path,
-            f"http://127.0.0.1:{s3_port}",
+            s3.url,
             "bench",
             pg_url or f"sqlite:///{tmp_path / 'bench.db'}",
             workers=1,
@@ -112,7 +103,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: start, measure, stop, r
                 got = list(rx.received)
         finally:
             stack.stop()
-            moto.stop()
+            servers.close()
             if pg_url:
                 from tests.support.db import drop_pg_database
 

@@ -29,40 +29,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_support import databases  # noqa: E402
+from bench_support import create_bucket, databases, moto_server  # noqa: E402
 
 import tests.support.stack as stack_module  # noqa: E402
-from tests.support.s3 import free_port  # noqa: E402
 from tests.support.stack import Stack, start_stack  # noqa: E402
 
 TARGET_P50_MS = 150
-
-
-def moto() -> tuple[object, str]:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server, f"http://127.0.0.1:{port}"
-
-
-def bucket(endpoint: str) -> str:
-    import boto3
-
-    name = f"bench-{uuid.uuid4().hex[:10]}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
-    return name
 
 
 def one_job(stack: Stack, http: requests.Session, i: int) -> float:
@@ -129,7 +101,7 @@ def bench_database(name: str, url: str, tmp: Path, endpoint: str, args: argparse
     stack = start_stack(
         tmp / name,
         endpoint,
-        bucket(endpoint),
+        create_bucket(endpoint, f"bench-{uuid.uuid4().hex[:10]}"),
         url,
         workers=1,
         GENVAULT_WORKER_POLL_INTERVAL="1.0",
@@ -167,14 +139,10 @@ def main() -> int:
     if args.root.resolve() != ROOT:
         stack_module.ROOT = args.root.resolve()
         os.environ["PYTHONPATH"] = str(args.root.resolve())
-    server, endpoint = moto()
-    try:
-        with tempfile.TemporaryDirectory() as tmp_name:
-            tmp = Path(tmp_name)
-            for name, url in databases(args.databases, tmp):
-                bench_database(name, url, tmp, endpoint, args)
-    finally:
-        server.stop()  # type: ignore[attr-defined]
+    with moto_server() as s3, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name, url in databases(args.databases, tmp):
+            bench_database(name, url, tmp, s3.url, args)
     return 0
 
 
