@@ -40,10 +40,11 @@ METHOD = 0
 # Only what the archive accepts as an output ever reaches here; Pillow is held to that.
 _FORMATS = ("PNG", "JPEG", "WEBP")
 # A PNG or WebP cannot be decoded at a reduced scale, so a preview of a file costs its
-# whole decoded size in memory: 4096 x 4096 is 48 MiB of RGB. A larger output (far beyond
-# what the providers generate) gets no thumbnail rather than a worker's memory spike
-# (bench/archive_memory.py: a 200 MB PNG grew the worker by 255 MiB for its preview).
-MAX_SOURCE_PIXELS = 4096 * 4096
+# whole decoded size in memory: 12 megapixels (4000 x 3000) is 34 MiB of RGB, and keeps the
+# worker's growth for any one image under the 64 MiB of bench/archive_memory.py (a 200 MB
+# PNG grew it by 255 MiB for its preview; 4096 x 4096 still by 66 MiB). A larger output,
+# far beyond what the providers generate, gets no thumbnail rather than a memory spike.
+MAX_SOURCE_PIXELS = 12_000_000
 
 
 class TooLarge(ValueError):
