@@ -24,28 +24,26 @@ def has_control_characters(value: str) -> bool:
 
 
 def refuse_control_characters() -> None:
-    args = request.args
-    headers = [request.headers.get(h) or "" for h in CHECKED_HEADERS]
+    fields = _checked_fields()
     # One search over everything first: nearly every request is clean, and this runs on
     # each webhook. Only a hit pays for finding which field it was in.
-    view_args = [v for v in (request.view_args or {}).values() if isinstance(v, str)]
-    pairs = [text for pair in args.items(multi=True) for text in pair]
-    everything = "".join([*view_args, *pairs, *headers])
-    if not has_control_characters(everything):
+    if not has_control_characters("".join(text for _, text in fields)):
         return
-    errors: list[FieldError] = []
     message = "must not contain control characters"
-    for name, value in (request.view_args or {}).items():
-        if isinstance(value, str) and has_control_characters(value):
-            errors.append(FieldError(name, message))
-    for name, value in request.args.items(multi=True):
-        if has_control_characters(name) or has_control_characters(value):
-            errors.append(
-                FieldError(name if not has_control_characters(name) else "query", message)
-            )
-    for header in CHECKED_HEADERS:
-        value = request.headers.get(header)
-        if value is not None and has_control_characters(value):
-            errors.append(FieldError(header, message))
-    if errors:
-        raise InvalidRequest(errors)
+    raise InvalidRequest(
+        [
+            # A query parameter whose very name is bad cannot be named back: "query".
+            FieldError("query" if has_control_characters(name) else name, message)
+            for name, text in fields
+            if has_control_characters(text)
+        ]
+    )
+
+
+def _checked_fields() -> list[tuple[str, str]]:
+    """(name, text) of every path parameter, query parameter (name and value) and checked
+    header of the request."""
+    fields = [(k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
+    fields += [(k, k + v) for k, v in request.args.items(multi=True)]
+    fields += [(h, v) for h in CHECKED_HEADERS if (v := request.headers.get(h)) is not None]
+    return fields
