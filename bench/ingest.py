@@ -9,12 +9,17 @@ costs the run nothing). For each database it measures, in this order:
   - genvault, new callbacks        every request a first success callback for its job
   - genvault, duplicates           the same requests again
   - genvault, unknown track_ids    correctly-tokened callbacks for jobs that do not exist
+  - ceiling: no write              the same view with the durable write taken out
+                                   (bench/genvault_ceiling.py): what the write costs
+  - ceiling: a 1.5 ms wait         the view with only a wait where the write was: as fast
+                                   as a server can be that answers after its commit
 
 and prints requests/s, p50 and p99 for each and the ratio to the bare app. It then counts
 the callbacks stored: every request answered 200 must have its row.
 
     .venv/bin/python bench/ingest.py [--duration 10] [--databases sqlite,postgresql]
     .venv/bin/python bench/ingest.py --root /path/to/another/checkout   # measure that code
+    .venv/bin/python bench/ingest.py --ceiling-wait-ms 0.5   # or --no-ceiling
 
 wrk comes from Debian's packages (`apt-get install wrk`).
 """
@@ -153,12 +158,19 @@ def count_callbacks(database_url: str) -> int:
 
 
 def start_bare(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    return start_bench_app(tmp, "bare_flask:app", dict(os.environ))
+
+
+def start_bench_app(
+    tmp: Path, app: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn with the shipped config on ``app``, a module of bench/."""
     port = free_port()
-    env = {**os.environ, **SHAPE, "GENVAULT_BIND": f"127.0.0.1:{port}"}
-    log = (tmp / "bare.log").open("ab")
+    env = {**env, **SHAPE, "GENVAULT_BIND": f"127.0.0.1:{port}"}
+    log = (tmp / f"{app.partition(':')[0]}.log").open("ab")
     argv = [str(BIN / "gunicorn"), "-c", str(CONFIG), "--chdir", str(ROOT / "bench")]
     proc = subprocess.Popen(
-        [*argv, "bare_flask:app"],
+        [*argv, app],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -204,7 +216,7 @@ def row(name: str, r: Result, base: Result | None, note: str = "") -> str:
     if note:
         flags.append(note)
     return (
-        f"  {name:<28} {r.rate:8.0f} req/s  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:7.1f} ms"
+        f"  {name:<30} {r.rate:8.0f} req/s  p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms:7.1f} ms"
         f"  {ratio}  {'; '.join(flags)}"
     )
 
@@ -243,16 +255,42 @@ def bench_database(name: str, url: str, tmp: Path, args: argparse.Namespace) -> 
         replay.write_text("".join(sent))
         dup = wrk(stack.web_url, replay, args.duration, args.connections)
         unk = wrk(stack.web_url, unknown, args.duration, args.connections)
+        ceilings = [] if args.no_ceiling else ceiling(stack, fresh, warm, tmp, args)
         accepted = new.requests - new.non2xx
         print(f"{name}: wrk -t2 -c{args.connections} -d{args.duration}s, 4 processes x 4 threads")
         print(row("bare Flask (baseline)", base, None))
         print(row("genvault, new callbacks", new, base, f"{new.non2xx} non-2xx"))
         print(row("genvault, duplicates", dup, base, f"{dup.non2xx} non-2xx"))
         print(row("genvault, unknown track_id", unk, base, f"{unk.non2xx} answered 404"))
+        for label, result in ceilings:
+            print(row(label, result, base))
         lost = accepted - stored if stored < accepted else 0
         print(f"  callbacks stored: {stored} for {accepted} answered 200 (lost: {lost})")
     finally:
         stack.stop()
+
+
+def ceiling(
+    stack: Stack, lines: Path, warm: Path, tmp: Path, args: argparse.Namespace
+) -> list[tuple[str, Result]]:
+    """The same view with its write taken out (bench/genvault_ceiling.py): nothing at all,
+    then only the wait for a commit. What the write costs is the gap to the first row; the
+    second row is as fast as any design can be that answers after its commit."""
+    out = []
+    env = {**stack.env, "PYTHONPATH": stack_module.ROOT.as_posix()}
+    for label, mode in (
+        ("ceiling: no write", "none"),
+        (f"ceiling: a {args.ceiling_wait_ms:g} ms wait", f"wait:{args.ceiling_wait_ms}"),
+    ):
+        proc, url = start_bench_app(
+            tmp, "genvault_ceiling:app", env | {"GENVAULT_BENCH_WRITE": mode}
+        )
+        try:
+            wrk(url, warm, 2, args.connections)
+            out.append((label, wrk(url, lines, args.duration, args.connections)))
+        finally:
+            stop(proc)
+    return out
 
 
 def main() -> int:
@@ -262,6 +300,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--databases", default="postgresql,sqlite")
+    parser.add_argument(
+        "--ceiling-wait-ms",
+        type=float,
+        default=1.5,
+        help="the wait of the second ceiling row (about a batch's commit under load)",
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling rows")
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
