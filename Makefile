@@ -58,6 +58,7 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/queue_throughput.py --tasks 5000 --concurrency 4
 	$(BIN)/python bench/queue_throughput.py --tasks 5000 --concurrency 32
 	$(BIN)/python bench/archive_throughput.py
+	$(BIN)/python bench/archive_throughput.py --rtt-ms 20
 	$(BIN)/python bench/archive_memory.py
 	$(BIN)/python bench/ui_gallery.py
 	$(BIN)/python bench/events_latency.py

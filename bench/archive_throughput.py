@@ -14,6 +14,12 @@ genvault's pipeline) and of the moto server in each run, with the objects genvau
 per image (its output, the output's thumbnail, and per job a manifest and its signature).
 
     .venv/bin/python bench/archive_throughput.py [--jobs 8] [--images 4] [--concurrency 4]
+    .venv/bin/python bench/archive_throughput.py --rtt-ms 20   # over a 20 ms round trip
+
+On loopback every step costs only CPU, and two cores spent on genvault's checks, thumbnails
+and extra objects cannot keep up with a script that does none of them. Real image hosts and
+S3 are a network away: --rtt-ms puts bench/delay_proxy.py in front of both servers (the
+naive script goes through the same proxies), and there the pipeline's concurrency shows.
     .venv/bin/python bench/archive_throughput.py --root /path/to/other/checkout  # that code
 """
 
@@ -35,7 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_support import Server, file_server, moto_server  # noqa: E402
+from bench_support import Server, delayed, file_server, moto_server  # noqa: E402
 
 
 def png(seed: int) -> bytes:
@@ -108,7 +114,9 @@ class Figures:
     objects_per_image: float
 
 
-def measure(args: argparse.Namespace, s3_server: Server, urls: list[str], tmp: Path) -> Figures:
+def measure(
+    args: argparse.Namespace, s3_server: Server, s3_url: str, urls: list[str], tmp: Path
+) -> Figures:
     import boto3
 
     from service.db.migrate import upgrade
@@ -119,7 +127,7 @@ def measure(args: argparse.Namespace, s3_server: Server, urls: list[str], tmp: P
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": s3_server.url,
+        "AWS_ENDPOINT_URL_S3": s3_url,
     }.items():
         os.environ[k] = v
     s3 = boto3.client("s3")
@@ -177,6 +185,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0,
+        help="round trip added to the image server and to S3 (bench/delay_proxy.py)",
+    )
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
     args = parser.parse_args()
     sys.path.insert(0, str(args.root.resolve()))  # its service package first
@@ -193,12 +207,21 @@ def main() -> int:
             data = png(i)
             sizes.append(len(data))
             (images / f"{i}.png").write_bytes(data)
-        with file_server(images) as files:
-            urls = [f"{files.url}/{i}.png" for i in range(n)]
-            f = measure(args, s3_server, urls, Path(tmp))
+        with (
+            file_server(images) as files,
+            delayed(files, args.rtt_ms) as image_host,
+            delayed(s3_server, args.rtt_ms) as s3_endpoint,
+        ):
+            urls = [f"{image_host.url}/{i}.png" for i in range(n)]
+            f = measure(args, s3_server, s3_endpoint.url, urls, Path(tmp))
     base_rate, single, many = f.naive, f.single, f.many
     size = sum(sizes) / n / 1000
-    print(f"archive: {n} images of 512x512 (~{size:.0f} KB), moto S3 server, same run")
+    network = (
+        f"{args.rtt_ms:g} ms round trip added to both (bench/delay_proxy.py)"
+        if args.rtt_ms > 0
+        else "loopback, no latency"
+    )
+    print(f"archive: {n} images of 512x512 (~{size:.0f} KB), moto S3 server, {network}")
     print(f"  naive get + put_object        {base_rate:6.1f} images/s   1.00x")
     print(
         f"  genvault, one stream          {single:6.1f} images/s  {single / base_rate:5.2f}x"

@@ -102,3 +102,17 @@ def databases(names: str, tmp: Path) -> Iterator[tuple[str, str]]:
             yield name, url
         finally:
             drop_pg_database(url)
+
+
+@contextmanager
+def delayed(server: Server, rtt_ms: float) -> Iterator[Server]:
+    """``server`` behind bench/delay_proxy.py with ``rtt_ms`` of round trip; itself at 0."""
+    if rtt_ms <= 0:
+        yield server
+        return
+    port = free_port()
+    target = server.url.removeprefix("http://")
+    argv = [sys.executable, str(Path(__file__).with_name("delay_proxy.py")), "--port", str(port)]
+    argv += ["--target", target, "--delay-ms", str(rtt_ms / 2)]
+    with process_server(argv, f"http://127.0.0.1:{port}") as proxy:
+        yield proxy
