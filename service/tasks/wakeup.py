@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,17 +69,34 @@ class _Sender:
     notify() only sets a flag, so the thread that committed (a webhook's) pays nothing for
     the wake-up, and a burst of commits costs a few rounds, not one each. A notify() just
     before close() is still sent: its commit happened. ``finish`` frees what the rounds
-    opened, on the sender thread, when it stops.
+    opened, on the sender thread, when it stops; ``disown`` drops it without closing, in a
+    forked child, where it is the parent's.
     """
 
     def __init__(
-        self, send_round: Callable[[], None], finish: Callable[[], None], min_interval: float
+        self,
+        send_round: Callable[[], None],
+        finish: Callable[[], None],
+        min_interval: float,
+        disown: Callable[[], None] = lambda: None,
     ) -> None:
         self.send_round = send_round
         self.finish = finish
+        self.disown = disown
         self.min_interval = min_interval
-        self._wanted = threading.Event()
         self._closed = False
+        self._after_fork()
+        _SENDERS.add(self)
+
+    def _after_fork(self) -> None:
+        """A fresh start (and, in a forked child, the parent's state left behind).
+
+        A child forked after a notify() (gunicorn's preload_app, a fork from a worker)
+        inherits ``_thread`` but not the thread itself, and notify() would set a flag that
+        nobody reads: its workers would wake only at their next poll. Its locks may also have
+        been held by the parent's sender at the fork. So the child starts from scratch.
+        """
+        self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -120,6 +138,19 @@ class _Sender:
             self.finish()
 
 
+# Every live sender, for the fork handler below (weak: a closed Wakeup is not kept alive).
+_SENDERS: weakref.WeakSet[_Sender] = weakref.WeakSet()
+
+
+def _reset_senders_in_child() -> None:
+    for sender in list(_SENDERS):
+        sender.disown()
+        sender._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_senders_in_child)
+
+
 class _Notifies:
     """notify() and close() of a Wakeup whose sending is its _Sender's."""
 
@@ -150,7 +181,7 @@ class PostgresWakeup(_Notifies):
         self.conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(False)
         self.channel = channel
         self._conn: Any = None  # the sender thread's own connection
-        self._sender = _Sender(self._send_round, self._finish, min_interval)
+        self._sender = _Sender(self._send_round, self._finish, min_interval, self._disown)
 
     def _send_round(self) -> None:
         import psycopg
@@ -168,6 +199,11 @@ class PostgresWakeup(_Notifies):
             with contextlib.suppress(Exception):  # a connection the server dropped
                 self._conn.close()
             self._conn = None
+
+    def _disown(self) -> None:
+        # The parent's connection: closing it here would end the parent's session (psycopg
+        # does not close it when a forked child drops it).
+        self._conn = None
 
     def listen(self, on_wake: Callable[[], None], stop: threading.Event) -> None:
         import psycopg
@@ -200,7 +236,8 @@ class SocketDirWakeup(_Notifies):
     def __init__(self, directory: Path, min_interval: float = 0.005) -> None:
         self.directory = directory
         self._sock: socket.socket | None = None  # the sender thread's own
-        self._sender = _Sender(self._send_round, self._finish, min_interval)
+        # In a forked child the socket is a copy: closing it leaves the parent's open.
+        self._sender = _Sender(self._send_round, self._finish, min_interval, self._finish)
 
     @classmethod
     def for_database(cls, database_path: str) -> SocketDirWakeup:

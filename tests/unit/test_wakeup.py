@@ -1,15 +1,19 @@
-"""SQLite's wake-ups: a burst of commits wakes the workers a few times, never zero times."""
+"""Wake-ups: a burst of commits wakes the workers a few times, never zero times, also from
+a process forked after the first one."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from service.tasks.wakeup import SocketDirWakeup
+from service.tasks.wakeup import PostgresWakeup, SocketDirWakeup, Wakeup
+from tests.support.db import create_pg_database, drop_pg_database
 
 
 @pytest.fixture
@@ -70,3 +74,70 @@ def test_a_notify_just_before_close_is_still_sent(tmp_path: Path, listener: sock
     wakeup.notify()
     wakeup.close()
     assert listener.recv(64) == b"!"
+
+
+def _in_a_forked_child(action: Callable[[], None]) -> None:
+    """Run ``action`` in a child forked from this process (threads and all); it must exit 0."""
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        code = 1
+        try:
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _notify_and_close(wakeup: Wakeup) -> Callable[[], None]:
+    def action() -> None:
+        wakeup.notify()
+        wakeup.close()  # sends what was notified before it returns
+
+    return action
+
+
+def test_a_process_forked_after_a_notify_still_wakes_the_workers(
+    tmp_path: Path, listener: socket.socket
+) -> None:
+    wakeup = SocketDirWakeup(tmp_path)
+    try:
+        wakeup.notify()  # the parent's sender thread now runs
+        assert listener.recv(64) == b"!"
+        # The child inherits "a sender thread exists" but not the thread.
+        _in_a_forked_child(_notify_and_close(wakeup))
+        assert listener.recv(64) == b"!"
+        wakeup.notify()  # and the parent's own sender still works
+        assert listener.recv(64) == b"!"
+    finally:
+        wakeup.close()
+
+
+@pytest.mark.postgres
+def test_a_forked_child_notifies_on_its_own_connection_and_leaves_the_parents_alone() -> None:
+    import psycopg
+
+    url = create_pg_database()
+    channel = f"wake_{uuid.uuid4().hex[:12]}"
+    wakeup = PostgresWakeup(url, channel=channel)
+    try:
+        with psycopg.connect(wakeup.conninfo, autocommit=True) as listener:
+            listener.execute(f"LISTEN {channel}")
+
+            def next_sender() -> int:
+                for note in listener.notifies(timeout=5, stop_after=1):
+                    return note.pid
+                raise AssertionError("no notification within 5 s")
+
+            wakeup.notify()
+            parent = next_sender()
+            _in_a_forked_child(_notify_and_close(wakeup))
+            # From a session of the child's own: the parent's socket is not shared.
+            assert next_sender() != parent
+            wakeup.notify()
+            # The parent's session survived the child's exit, and still sends.
+            assert next_sender() == parent
+    finally:
+        wakeup.close()
+        drop_pg_database(url)
