@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, case, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,11 @@ class ClaimedTask:
     attempts: int
     max_attempts: int
     payload: Mapping[str, Any] = field(default_factory=dict)
+    # Whether ``attempts`` counts this run. A task taken over after its lease ran out is
+    # claimed uncounted and counted when it starts (TaskQueue.count_attempt): the worker
+    # that stopped may have held it without starting it (prefetch.py), and a worker that
+    # keeps crashing must not use up the attempts of tasks it never ran.
+    counted: bool = True
 
 
 class TaskQueue:
@@ -121,46 +126,88 @@ class TaskQueue:
         )
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedTask]:
-        """Lease up to ``limit`` due tasks, including ones whose previous lease ran out."""
+        """Lease up to ``limit`` due tasks, including ones whose previous lease ran out.
+
+        A queued task's attempt is counted here; one taken over from a worker whose lease
+        ran out is not (``ClaimedTask.counted``): run it through count_attempt first.
+        """
         if limit <= 0:
             return []
         now = utcnow()
+        running = Task.status == TaskStatus.RUNNING.value
         due = or_(
             and_(Task.status == TaskStatus.QUEUED.value, Task.run_after <= now),
-            and_(Task.status == TaskStatus.RUNNING.value, Task.locked_until < now),
+            and_(running, Task.locked_until < now),
         )
+        values = {
+            "status": TaskStatus.RUNNING.value,
+            "locked_by": worker_id,
+            "locked_until": now + self.lease,
+            # SET sees the row as it was: a task still "running" was taken over.
+            "attempts": Task.attempts + case((running, 0), else_=1),
+            "updated_at": now,
+        }
+        columns = (Task.id, Task.kind, Task.job_id, Task.attempts, Task.max_attempts, Task.payload)
         # SKIP LOCKED so two workers claiming at once each get different rows, without waiting.
         candidates = (
-            select(Task.id)
+            select(Task.id, running.label("taken_over"))
             .where(due)
             .order_by(Task.run_after, Task.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        stmt = (
-            update(Task)
-            .where(Task.id.in_(candidates.scalar_subquery()))
-            .values(
-                status=TaskStatus.RUNNING.value,
-                locked_by=worker_id,
-                locked_until=now + self.lease,
-                attempts=Task.attempts + 1,
-                updated_at=now,
-            )
-            .returning(
-                Task.id, Task.kind, Task.job_id, Task.attempts, Task.max_attempts, Task.payload
-            )
-            .execution_options(synchronize_session=False)
-        )
+        rows: Sequence[Any]
         with self._one_statement() as conn:
-            rows = conn.execute(stmt).all()
+            if conn.dialect.name == "postgresql":
+                # One statement (UPDATE ... FROM), the candidates' old state returned with the
+                # new row.
+                picked = candidates.subquery()
+                rows = conn.execute(
+                    update(Task)
+                    .where(Task.id == picked.c.id)
+                    .values(values)
+                    .returning(*columns, picked.c.taken_over)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            else:
+                # SQLite cannot return a joined table's columns; its claim is a transaction
+                # holding the write lock (BEGIN IMMEDIATE), so reading first is as atomic.
+                old: dict[int, bool] = dict(conn.execute(candidates).all())
+                rows = [
+                    (*row, old[row[0]])
+                    for row in conn.execute(
+                        update(Task)
+                        .where(Task.id.in_(list(old)))
+                        .values(values)
+                        .returning(*columns)
+                        .execution_options(synchronize_session=False)
+                    )
+                ]
         return sorted(
             (
-                ClaimedTask(r.id, TaskKind(r.kind), r.job_id, r.attempts, r.max_attempts, r.payload)
-                for r in rows
+                ClaimedTask(
+                    id, TaskKind(kind), job_id, attempts, max_attempts, payload, not taken_over
+                )
+                for id, kind, job_id, attempts, max_attempts, payload, taken_over in rows
             ),
             key=lambda t: t.id,
         )
+
+    def count_attempt(self, task: ClaimedTask, worker_id: str) -> ClaimedTask | None:
+        """Count a taken-over task's attempt, durably, before it runs; None if the lease is
+        no longer ours. Committed before the handler starts, so a task that crashes its worker
+        every time still runs out of attempts."""
+        if task.counted:
+            return task
+        with self._one_statement() as conn:
+            attempts = conn.execute(
+                update(Task)
+                .where(Task.id == task.id, Task.locked_by == worker_id)
+                .values(attempts=Task.attempts + 1, updated_at=utcnow())
+                .returning(Task.attempts)
+                .execution_options(synchronize_session=False)
+            ).scalar_one_or_none()
+        return None if attempts is None else replace(task, attempts=attempts, counted=True)
 
     @contextmanager
     def _one_statement(self) -> Iterator[Connection]:
@@ -237,7 +284,7 @@ class TaskQueue:
             task,
             worker_id,
             status=TaskStatus.QUEUED.value,
-            attempts=Task.attempts - 1,
+            attempts=Task.attempts - int(task.counted),
             run_after=utcnow() + timedelta(seconds=delay),
             locked_by=None,
             locked_until=None,
@@ -259,13 +306,14 @@ class TaskQueue:
         if not tasks:
             return
         now = utcnow()
+        counted = [t.id for t in tasks if t.counted]
         with self.db.transaction() as session:
             session.execute(
                 update(Task)
                 .where(Task.id.in_([t.id for t in tasks]), Task.locked_by == worker_id)
                 .values(
                     status=TaskStatus.QUEUED.value,
-                    attempts=Task.attempts - 1,
+                    attempts=Task.attempts - case((Task.id.in_(counted), 1), else_=0),
                     run_after=now,
                     locked_by=None,
                     locked_until=None,

@@ -33,6 +33,13 @@ from service.tasks.wakeup import Wakeup
 log = logging.getLogger(__name__)
 
 
+class _LeaseLost:
+    """The answer for a task taken over by another worker before this one could start it."""
+
+
+_LEASE_LOST = _LeaseLost()
+
+
 Handler = Callable[[ClaimedTask], Reschedule | None]
 
 
@@ -117,30 +124,46 @@ class Worker:
         written: a database outage delays the write, it does not lose the outcome.
         """
         started = time.monotonic()
-        self._record(task, started, self._attempt(task))
+        task, answer = self._attempt(task)
+        if isinstance(answer, _LeaseLost):
+            self._settle(task, started, "lease_lost")
+        else:
+            self._record(task, started, answer)
 
     def _execute_batched(self, task: ClaimedTask) -> None:
         """execute(), for the run loop's runners: a plain success is handed to the completion
         recorder, which writes it with the others finishing alongside, and the runner moves on.
         """
         started = time.monotonic()
-        answer = self._attempt(task)
-        if answer is None and self._completions.add(task, started):
+        task, answer = self._attempt(task)
+        if isinstance(answer, _LeaseLost):
+            self._settle(task, started, "lease_lost")
+        elif answer is None and self._completions.add(task, started):
             return
-        self._record(task, started, answer)
+        else:
+            self._record(task, started, answer)
 
-    def _attempt(self, task: ClaimedTask) -> Reschedule | Exception | None:
-        """The handler's answer, or what it raised."""
+    def _attempt(
+        self, task: ClaimedTask
+    ) -> tuple[ClaimedTask, Reschedule | Exception | _LeaseLost | None]:
+        """The task as run (its attempt counted) and the handler's answer, or what it raised."""
         try:
+            counted = self.queue.count_attempt(task, self.id)
+            if counted is None:
+                return task, _LEASE_LOST  # taken over by another worker meanwhile: not ours
+            if counted is not task:
+                task = counted
+                with self._lock:
+                    self._held[task.id] = task  # a release now knows the attempt counted
             handler = self.handlers.get(task.kind)
             if handler is None:
                 raise PermanentError(f"no handler for task kind {task.kind!r}")
             if task.attempts > task.max_attempts:
-                # Claimed again after its lease ran out too often: its workers keep dying.
+                # Started too often without an outcome: its workers keep dying on it.
                 raise PermanentError(f"gave up after {task.max_attempts} attempts")
-            return handler(task)
+            return task, handler(task)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            return exc
+            return task, exc
 
     def _record(
         self, task: ClaimedTask, started: float, answer: Reschedule | Exception | None

@@ -103,10 +103,15 @@ def test_a_task_whose_worker_died_is_taken_over_when_its_lease_runs_out(db: Data
     time.sleep(0.4)
     [again] = queue.claim("other", 5)
     assert again.id == held.id
-    assert again.attempts == 2
+    # Taken over: whether the dead worker started it is unknown, so the attempt is counted
+    # when this worker starts it, durably, not at the claim.
+    assert (again.attempts, again.counted) == (1, False)
+    started = queue.count_attempt(again, "other")
+    assert started is not None and (started.attempts, started.counted) == (2, True)
+    assert queue.count_attempt(again, "dead-worker") is None, "not the lease holder"
     # The dead worker's late answer is ignored: the lease holder decides.
     assert queue.complete(held, "dead-worker") is False
-    assert queue.complete(again, "other") is True
+    assert queue.complete(started, "other") is True
     assert _statuses(db) == Counter({"done": 1})
 
 
@@ -117,6 +122,62 @@ def test_release_on_shutdown_hands_the_task_back_without_counting_an_attempt(db:
     queue.release([task], "w")
     [again] = queue.claim("w2", 1)
     assert again.attempts == 1
+
+
+def test_tasks_a_crashing_worker_held_without_starting_them_keep_their_attempts(
+    db: Database,
+) -> None:
+    # A worker claims ahead of its runners (prefetch.py): when it dies, what it held without
+    # starting comes back with its lease. Five such deaths must not fail a task allowed two.
+    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=2)
+    _enqueue(db, queue, 1)
+    for n in range(5):
+        assert len(queue.claim(f"crashed-{n}", 10)) == 1
+        time.sleep(0.06)
+    ran: list[int] = []
+    given_up: list[str] = []
+
+    def record(task: ClaimedTask) -> None:
+        ran.append(task.attempts)
+
+    worker = Worker(
+        queue,
+        {TaskKind.SUBMIT: record},
+        on_give_up=lambda t, e: given_up.append(str(e)),
+        policy=RetryPolicy(max_attempts=2, base_seconds=0.01, max_seconds=0.01),
+    )
+    assert worker.run_once() == 1
+    # Counted once at its first claim (that worker may have started it), once now.
+    assert ran == [2] and given_up == []
+    assert _statuses(db) == Counter({"done": 1})
+
+
+def test_a_task_that_kills_its_worker_whenever_it_starts_still_runs_out_of_attempts(
+    db: Database,
+) -> None:
+    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=2)
+    _enqueue(db, queue, 1)
+    for n in range(3):
+        [task] = queue.claim(f"crashed-{n}", 1)
+        # Started (its attempt counted before the handler runs), then the worker died.
+        assert queue.count_attempt(task, f"crashed-{n}") is not None
+        time.sleep(0.06)
+    ran: list[int] = []
+    given_up: list[str] = []
+
+    def record(task: ClaimedTask) -> None:
+        ran.append(task.attempts)
+
+    worker = Worker(
+        queue,
+        {TaskKind.SUBMIT: record},
+        on_give_up=lambda t, e: given_up.append(str(e)),
+        policy=RetryPolicy(max_attempts=2, base_seconds=0.01, max_seconds=0.01),
+    )
+    assert worker.run_once() == 1
+    assert ran == [], "a fourth start of a task allowed two"
+    assert given_up == ["gave up after 2 attempts"]
+    assert _statuses(db) == Counter({"failed": 1})
 
 
 def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
