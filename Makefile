@@ -53,6 +53,7 @@ bench: $(VENV)/.dev-stamp
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q wrk >/dev/null; } \
 		|| echo "bench: wrk is missing (apt-get install wrk); the ingest figures are skipped"
 	$(BIN)/python bench/ingest.py --duration 8
+	$(BIN)/python bench/ingest_write.py
 	$(BIN)/python bench/webhook_cpu.py
 	$(BIN)/python bench/latency.py --jobs 20 --burst 50
 	$(BIN)/python bench/queue_throughput.py --tasks 5000 --concurrency 4

@@ -1,0 +1,149 @@
+"""The webhook's durable write alone, outside the app: its CPU per callback by batch size.
+
+Runs what one group-committed batch runs (WebhookIngest._write, the write that
+WebhookIngest.record hands to service/db/group_commit.py) with batches of 1, 4 and 16 new
+callbacks for distinct jobs, one batch after another, and prints per callback: the CPU of
+this process (the driver's side) and wall time, and on PostgreSQL the CPU of the server
+process serving the connection (read from /proc: the database runs on this machine). On
+PostgreSQL it also prints the fixed costs of a statement: a `SELECT 1` round trip, and a
+one-row INSERT committed with and without waiting for its WAL flush.
+
+bench/webhook_cpu.py measures the write inside the app, and bench/ingest.py under load;
+this says what the write is made of.
+
+    .venv/bin/python bench/ingest_write.py [--callbacks 1600] [--databases sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_support import databases  # noqa: E402
+from ingest import insert_jobs  # noqa: E402
+
+BATCHES = (1, 4, 16)
+
+
+def backend_cpu(pid: int | None) -> float:
+    """CPU seconds of a local PostgreSQL server process so far; 0 when it is not local."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def per_call(run: Callable[[], object], calls: int, pid: int | None) -> tuple[float, float, float]:
+    """Microseconds per call: this process's CPU, the server process's CPU, wall time."""
+    cpu, server, wall = time.process_time(), backend_cpu(pid), time.perf_counter()
+    for _ in range(calls):
+        run()
+    return (
+        (time.process_time() - cpu) / calls * 1e6,
+        (backend_cpu(pid) - server) / calls * 1e6,
+        (time.perf_counter() - wall) / calls * 1e6,
+    )
+
+
+def bench_database(name: str, url: str, callbacks: int) -> None:
+    from service.db.migrate import upgrade
+    from service.db.session import make_engine
+    from service.jobs.ingest import WebhookIngest, _Callback
+
+    engine = make_engine(url)
+    upgrade(engine)
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:  # as service/wiring.py makes the webhook's own engine
+        engine.dispose()
+        engine = make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
+    track_ids = iter(insert_jobs(url, callbacks * (len(BATCHES) + 1) + 64))
+    ingest = WebhookIngest(engine, max_attempts=5)
+
+    def batch(size: int) -> list[_Callback]:
+        return [
+            _Callback(
+                "modelslab",
+                next(track_ids),
+                "success",
+                {"status": "success", "output": ["https://cdn.example/a.png"]},
+                {"status": "success", "outputs": ["https://cdn.example/a.png"]},
+                uuid.uuid4().hex,
+            )
+            for _ in range(size)
+        ]
+
+    pid = None
+    if postgres:
+        raw = engine.raw_connection()
+        pid = raw.dbapi_connection.info.backend_pid  # the pool hands this one back each time
+        raw.close()
+    for _ in range(8):  # psycopg prepares the statement after its fifth run
+        ingest._write(batch(1))
+    print(f"{name}: the webhook's write alone, per callback ({callbacks} callbacks a row)")
+    for size in BATCHES:
+        prepared = [batch(size) for _ in range(callbacks // size)]
+        queue = iter(prepared)
+        client, server, wall = per_call(lambda q=queue: ingest._write(next(q)), len(prepared), pid)
+        server_text = f"  server {server / size:5.0f} us" if postgres else ""
+        print(
+            f"  batch of {size:2}:  this process {client / size:5.0f} us{server_text}"
+            f"  wall {wall / size:6.0f} us"
+        )
+    if postgres:
+        fixed_costs(engine, pid)
+    engine.dispose()
+
+
+def fixed_costs(engine: object, pid: int | None) -> None:
+    from sqlalchemy import Engine
+
+    assert isinstance(engine, Engine)
+    raw = engine.raw_connection()
+    try:
+        cur = raw.dbapi_connection.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS bench_tiny (x int)")
+        _, select_server, select_wall = per_call(lambda: cur.execute("SELECT 1"), 1000, pid)
+        print(
+            f"  SELECT 1:                server {select_server:5.0f} us  wall {select_wall:6.0f} us"
+        )
+        for mode in ("on", "off"):
+            cur.execute(f"SET synchronous_commit = {mode}")
+            _, server, wall = per_call(
+                lambda: cur.execute("INSERT INTO bench_tiny VALUES (1)"), 1000, pid
+            )
+            flush = "waits for its WAL flush" if mode == "on" else "does not wait"
+            print(
+                f"  one-row INSERT, commit {flush:<24} server {server:5.0f} us  wall {wall:6.0f} us"
+            )
+        cur.execute("RESET synchronous_commit")
+        cur.execute("DROP TABLE bench_tiny")
+    finally:
+        raw.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--callbacks", type=int, default=1600)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, url in databases(args.databases, Path(tmp)):
+            bench_database(name, url, args.callbacks)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
