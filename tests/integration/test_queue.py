@@ -180,6 +180,25 @@ def test_a_task_that_kills_its_worker_whenever_it_starts_still_runs_out_of_attem
     assert _statuses(db) == Counter({"failed": 1})
 
 
+def test_a_taken_over_task_given_back_unstarted_keeps_its_attempts(db: Database) -> None:
+    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=3)
+    _enqueue(db, queue, 2)
+    first = queue.claim("crashed", 2)
+    assert [t.attempts for t in first] == [1, 1]
+    time.sleep(0.06)
+    # One taken over and started here, one taken over and handed back unstarted (shutdown).
+    taken = queue.claim("w", 2)
+    assert [t.counted for t in taken] == [False, False]
+    started = queue.count_attempt(taken[0], "w")
+    assert started is not None
+    queue.release([started, taken[1]], "w")
+    with db.transaction() as s:
+        attempts = dict(s.execute(select(Task.id, Task.attempts)).all())
+    # The started one gives its attempt back, as any released task does; the other had not
+    # counted one, so it has nothing to give back.
+    assert attempts == {taken[0].id: 1, taken[1].id: 1}
+
+
 def test_transient_errors_retry_with_backoff_and_permanent_ones_give_up_at_once(
     db: Database,
 ) -> None:
