@@ -124,16 +124,8 @@ def test_release_on_shutdown_hands_the_task_back_without_counting_an_attempt(db:
     assert again.attempts == 1
 
 
-def test_tasks_a_crashing_worker_held_without_starting_them_keep_their_attempts(
-    db: Database,
-) -> None:
-    # A worker claims ahead of its runners (prefetch.py): when it dies, what it held without
-    # starting comes back with its lease. Five such deaths must not fail a task allowed two.
-    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=2)
-    _enqueue(db, queue, 1)
-    for n in range(5):
-        assert len(queue.claim(f"crashed-{n}", 10)) == 1
-        time.sleep(0.06)
+def _recording_worker(queue: TaskQueue) -> tuple[Worker, list[int], list[str]]:
+    """A worker whose submit handler notes each run's attempt number; and why it gave up."""
     ran: list[int] = []
     given_up: list[str] = []
 
@@ -146,6 +138,20 @@ def test_tasks_a_crashing_worker_held_without_starting_them_keep_their_attempts(
         on_give_up=lambda t, e: given_up.append(str(e)),
         policy=RetryPolicy(max_attempts=2, base_seconds=0.01, max_seconds=0.01),
     )
+    return worker, ran, given_up
+
+
+def test_tasks_a_crashing_worker_held_without_starting_them_keep_their_attempts(
+    db: Database,
+) -> None:
+    # A worker claims ahead of its runners (prefetch.py): when it dies, what it held without
+    # starting comes back with its lease. Five such deaths must not fail a task allowed two.
+    queue = TaskQueue(db, lease_seconds=0.05, default_max_attempts=2)
+    _enqueue(db, queue, 1)
+    for n in range(5):
+        assert len(queue.claim(f"crashed-{n}", 10)) == 1
+        time.sleep(0.06)
+    worker, ran, given_up = _recording_worker(queue)
     assert worker.run_once() == 1
     # Counted once at its first claim (that worker may have started it), once now.
     assert ran == [2] and given_up == []
@@ -162,18 +168,7 @@ def test_a_task_that_kills_its_worker_whenever_it_starts_still_runs_out_of_attem
         # Started (its attempt counted before the handler runs), then the worker died.
         assert queue.count_attempt(task, f"crashed-{n}") is not None
         time.sleep(0.06)
-    ran: list[int] = []
-    given_up: list[str] = []
-
-    def record(task: ClaimedTask) -> None:
-        ran.append(task.attempts)
-
-    worker = Worker(
-        queue,
-        {TaskKind.SUBMIT: record},
-        on_give_up=lambda t, e: given_up.append(str(e)),
-        policy=RetryPolicy(max_attempts=2, base_seconds=0.01, max_seconds=0.01),
-    )
+    worker, ran, given_up = _recording_worker(queue)
     assert worker.run_once() == 1
     assert ran == [], "a fourth start of a task allowed two"
     assert given_up == ["gave up after 2 attempts"]
