@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -25,7 +25,6 @@ from service.db.session import make_engine
 from service.jobs.records import new_job_id
 from service.security.tokens import webhook_token
 from service.tasks.status import TaskStatus
-from tests.support.db import create_pg_database, drop_pg_database
 from tests.support.stack import SECRET, Stack
 
 pytestmark = pytest.mark.e2e
@@ -33,19 +32,6 @@ pytestmark = pytest.mark.e2e
 JOBS = 160  # enough that the kill lands while requests are in flight
 SENDERS = 8
 KILL_AFTER = 60  # accepted answers before every process is killed
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """None: the stack's own SQLite file; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 def _processing_jobs(url: str, n: int) -> dict[str, str]:
@@ -101,10 +87,10 @@ def _send(stack: Stack, track_ids: list[str], accepted: list[str], stop: threadi
 
 
 def test_a_callback_answered_200_survives_killing_every_process_right_after(
-    stack_factory: Callable[..., Stack], database: str | None
+    stack_factory: Callable[..., Stack], database_url: str
 ) -> None:
-    stack = stack_factory(database_url=database, workers=0)
-    url = stack.env["GENVAULT_DATABASE_URL"]
+    stack = stack_factory(database_url=database_url, workers=0)
+    url = database_url
     jobs = _processing_jobs(url, JOBS)
     accepted: list[str] = []
     stop = threading.Event()
