@@ -10,7 +10,7 @@ from service import metrics
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
-from service.api.schemas import WebhookAck
+from service.api.schemas import WebhookAck, respond_serialised
 from service.errors import RequestError
 from service.jobs.callbacks import CallbackTooLarge
 from service.jobs.ingest import Outcome
@@ -53,4 +53,4 @@ def receive(provider: str, track_id: str) -> tuple[Response, int]:
     metrics.WEBHOOKS.labels(provider, outcome.value).inc()
     metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
     c.wake_workers()
-    return Response(_ACKS[outcome], status=200, mimetype="application/json"), 200
+    return respond_serialised(_ACKS[outcome])

@@ -221,9 +221,11 @@ class Archiver:
             )
             with self.db.transaction() as session:
                 session.add_all([row for pair in rows for row in pair])
-            if self.thumbnailer is not None and thumbnailing:
-                # What is still without a thumbnail: outputs stored by an earlier run, or
-                # images too large to have been decoded whole while they were verified.
+            previewed = sum(len(pair) == 2 for pair in rows)
+            if self.thumbnailer is not None and thumbnailing and previewed < len(result.outputs):
+                # What is still without a thumbnail: outputs stored by an earlier run, images
+                # too large to have been decoded whole while they were verified, or a preview
+                # that failed. (Every output stored now with its thumbnail: nothing to read.)
                 originals = {s.index: s.path for s in staged}
                 self.thumbnailer.make(job, iter_asset_rows(self.db, job_id), originals, workdir)
             for item in staged:
@@ -288,10 +290,7 @@ class Archiver:
 
     def _store_output(self, job: Job, item: Staged, *, nsfw: bool) -> list[Asset]:
         """Store a verified output and then its thumbnail, if it has one; their asset rows."""
-        key = self._key(job, item, nsfw=nsfw)
-        if key is not None:
-            put_staged(self.store, job, item, key)
-        rows = [asset_row(job.id, item, key)]
+        rows = [stored(self.store, job, item, self._key(job, item, nsfw=nsfw))]
         if item.preview is not None and self.thumbnailer is not None:
             with thumbnails.logged_failure(job, item.index):
                 rows.append(self.thumbnailer.store_preview(job, rows[0], item.preview))
@@ -416,10 +415,16 @@ def input_failure(index: int, url: str, exc: TaskError) -> dict[str, Any]:
 
 def keep(db: Database, store: ArchiveStore, job: Job, item: Staged, key: str | None) -> None:
     """Store a verified image under ``key`` (None: record only) and record it as an asset."""
+    row = stored(store, job, item, key)
+    with db.transaction() as session:
+        session.add(row)
+
+
+def stored(store: ArchiveStore, job: Job, item: Staged, key: str | None) -> Asset:
+    """Store a verified image under ``key`` (None: record only); its asset row, to record."""
     if key is not None:
         put_staged(store, job, item, key)
-    with db.transaction() as session:
-        session.add(asset_row(job.id, item, key))
+    return asset_row(job.id, item, key)
 
 
 def put_staged(store: ArchiveStore, job: Job, item: Staged, key: str) -> None:

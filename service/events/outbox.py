@@ -127,8 +127,9 @@ def add_delivery(session: Session, event_id: str, endpoint_id: str) -> None:
             updated_at=now,
         )
     )
-    # Added here rather than through TaskQueue.enqueue (the session is mid-flush): say so,
-    # or the commit wakes no worker and the delivery waits for the next claim or poll.
+    # An ORM object rather than TaskQueue.enqueue's statement, as the outbox may call this
+    # mid-flush (where no statement can run): say so, or the commit wakes no worker and the
+    # delivery waits for the next claim or poll.
     TaskQueue.mark_enqueued(session)
 
 

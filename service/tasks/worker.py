@@ -117,30 +117,19 @@ class Worker:
 
     # -- one task ---------------------------------------------------------------------------
 
-    def execute(self, task: ClaimedTask) -> None:
+    def execute(self, task: ClaimedTask, *, batched: bool = False) -> None:
         """Run one claimed task and record its outcome, in this thread. Never raises.
 
         The task stays held (its lease renewed by the heartbeat) until its outcome is
         written: a database outage delays the write, it does not lose the outcome.
-        """
-        started = time.monotonic()
-        task, answer = self._attempt(task)
-        if isinstance(answer, _LeaseLost):
-            self._settle(task, started, "lease_lost")
-        else:
-            self._record(task, started, answer)
-
-    def _execute_batched(self, task: ClaimedTask) -> None:
-        """execute(), for the run loop's runners: a plain success is handed to the completion
+        ``batched`` (the run loop's runners): a plain success is handed to the completion
         recorder, which writes it with the others finishing alongside, and the runner moves on.
         """
         started = time.monotonic()
         task, answer = self._attempt(task)
         if isinstance(answer, _LeaseLost):
             self._settle(task, started, "lease_lost")
-        elif answer is None and self._completions.add(task, started):
-            return
-        else:
+        elif not (batched and answer is None and self._completions.add(task, started)):
             self._record(task, started, answer)
 
     def _attempt(
@@ -260,7 +249,7 @@ class Worker:
         """One of ``concurrency`` threads: run prefetched tasks until the prefetch closes."""
         while (task := self._prefetch.take()) is not None:
             try:
-                self._execute_batched(task)
+                self.execute(task, batched=True)
             except Exception:  # it never raises; if it does, the log must show it
                 log.exception("task runner failed", extra={"task_id": task.id})
             self._prefetch.done(task)
