@@ -13,7 +13,6 @@ worker's idle RSS for both.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import http.server
 import json
@@ -118,7 +117,7 @@ def main() -> int:
     parser.add_argument("--megabytes", type=int, default=200)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, moto_server() as s3:
         tmp_path = Path(tmp)
         files = tmp_path / "files"
         files.mkdir()
@@ -131,8 +130,6 @@ def main() -> int:
         threading.Thread(target=images.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{images.server_address[1]}"
 
-        servers = contextlib.ExitStack()
-        s3 = servers.enter_context(moto_server())
         create_bucket(s3.url)
         stack = start_stack(
             tmp_path,
@@ -152,7 +149,6 @@ def main() -> int:
             idle, peak, seconds = archive_one(stack, worker.pid, f"{base}/big.png")
         finally:
             stack.stop()
-            servers.close()
             images.shutdown()
     for label, (idle_kib, peak_kib, secs) in (
         ("baseline, 1 MB image", (small_idle, small_peak, small_s)),

@@ -15,7 +15,6 @@ up with on a 2-core machine; past it, deliveries also wait for the archive backl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -50,10 +49,8 @@ def main() -> int:  # noqa: PLR0915 - one linear script: start, measure, stop, r
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     args = parser.parse_args()
     rx = start_receiver()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, moto_server() as s3:
         tmp_path = Path(tmp)
-        servers = contextlib.ExitStack()
-        s3 = servers.enter_context(moto_server())
         create_bucket(s3.url)
         pg_url = None
         if args.postgres:
@@ -103,7 +100,6 @@ def main() -> int:  # noqa: PLR0915 - one linear script: start, measure, stop, r
                 got = list(rx.received)
         finally:
             stack.stop()
-            servers.close()
             if pg_url:
                 from tests.support.db import drop_pg_database
 

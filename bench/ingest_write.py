@@ -17,41 +17,48 @@ this says what the write is made of.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_support import databases  # noqa: E402
+from bench_support import cpu_seconds, databases  # noqa: E402
 from ingest import insert_jobs  # noqa: E402
 
 BATCHES = (1, 4, 16)
 
 
-def backend_cpu(pid: int | None) -> float:
-    """CPU seconds of a local PostgreSQL server process so far; 0 when it is not local."""
+def local_server(pid: int) -> int | None:
+    """``pid`` if it is a PostgreSQL server process on this machine, else None (a server
+    elsewhere: its process id may be another process's here)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, TypeError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return pid if Path(f"/proc/{pid}/comm").read_text().startswith("postgres") else None
+    except OSError:
+        return None
 
 
 def per_call(run: Callable[[], object], calls: int, pid: int | None) -> tuple[float, float, float]:
     """Microseconds per call: this process's CPU, the server process's CPU, wall time."""
-    cpu, server, wall = time.process_time(), backend_cpu(pid), time.perf_counter()
+
+    def server_cpu() -> float:
+        return 0.0 if pid is None else cpu_seconds(pid)
+
+    cpu, server, wall = time.process_time(), server_cpu(), time.perf_counter()
     for _ in range(calls):
         run()
     return (
         (time.process_time() - cpu) / calls * 1e6,
-        (backend_cpu(pid) - server) / calls * 1e6,
+        (server_cpu() - server) / calls * 1e6,
         (time.perf_counter() - wall) / calls * 1e6,
     )
 
@@ -86,7 +93,8 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
     pid = None
     if postgres:
         raw = engine.raw_connection()
-        pid = raw.dbapi_connection.info.backend_pid  # the pool hands this one back each time
+        # The pool hands this connection back each time.
+        pid = local_server(raw.dbapi_connection.info.backend_pid)
         raw.close()
     for _ in range(8):  # psycopg prepares the statement after its fifth run
         ingest._write(batch(1))
@@ -95,7 +103,7 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
         prepared = [batch(size) for _ in range(callbacks // size)]
         queue = iter(prepared)
         client, server, wall = per_call(lambda q=queue: ingest._write(next(q)), len(prepared), pid)
-        server_text = f"  server {server / size:5.0f} us" if postgres else ""
+        server_text = f"  server {server / size:5.0f} us" if pid is not None else ""
         print(
             f"  batch of {size:2}:  this process {client / size:5.0f} us{server_text}"
             f"  wall {wall / size:6.0f} us"
@@ -105,27 +113,23 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
     engine.dispose()
 
 
-def fixed_costs(engine: object, pid: int | None) -> None:
-    from sqlalchemy import Engine
+def fixed_costs(engine: Engine, pid: int | None) -> None:
+    def server(us: float) -> str:
+        return f"server {us:5.0f} us" if pid is not None else "server    n/a"
 
-    assert isinstance(engine, Engine)
     raw = engine.raw_connection()
     try:
         cur = raw.dbapi_connection.cursor()
         cur.execute("CREATE TABLE IF NOT EXISTS bench_tiny (x int)")
         _, select_server, select_wall = per_call(lambda: cur.execute("SELECT 1"), 1000, pid)
-        print(
-            f"  SELECT 1:                server {select_server:5.0f} us  wall {select_wall:6.0f} us"
-        )
+        print(f"  SELECT 1:                {server(select_server)}  wall {select_wall:6.0f} us")
         for mode in ("on", "off"):
             cur.execute(f"SET synchronous_commit = {mode}")
-            _, server, wall = per_call(
+            _, server_us, wall = per_call(
                 lambda: cur.execute("INSERT INTO bench_tiny VALUES (1)"), 1000, pid
             )
             flush = "waits for its WAL flush" if mode == "on" else "does not wait"
-            print(
-                f"  one-row INSERT, commit {flush:<24} server {server:5.0f} us  wall {wall:6.0f} us"
-            )
+            print(f"  one-row INSERT, commit {flush:<24} {server(server_us)}  wall {wall:6.0f} us")
         cur.execute("RESET synchronous_commit")
         cur.execute("DROP TABLE bench_tiny")
     finally:
