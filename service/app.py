@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
-from service.api import endpoints, errors, events, jobs, ops, signing_key, webhooks
+from service.api import access, endpoints, errors, events, jobs, ops, signing_key, webhooks
 from service.api.context import EXTENSION
 from service.config import Settings, load_settings
 from service.logs import configure as configure_logging
 from service.ui import session as ui_session
 from service.ui.views import bp as ui_bp
 from service.wiring import Container, build
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Flask:
@@ -33,4 +37,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(ui_bp)
     app.register_blueprint(endpoints.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(access.bp)
+    if container.settings.api_tokens:
+        log.warning(
+            "GENVAULT_API_TOKENS is deprecated: each of its tokens is an admin of every project."
+            " Create scoped API keys instead (genvault keys create, or POST /v1/keys) and"
+            " remove GENVAULT_API_TOKENS."
+        )
     return app

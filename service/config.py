@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.access.rolemap import RoleRule, parse_role_map
 from service.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,7 +78,17 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     # Base64 of a 32-byte Ed25519 seed; unset, the key is derived from secret_key (HKDF).
     signing_key: SecretStr | None = None
+    # Deprecated: every token is an admin on every project. API keys replace them.
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    key_default_days: int = Field(90, ge=1)
+    key_max_days: int = Field(365, ge=1)
+
+    # People sign in to the dashboard through the company's OpenID Connect provider.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: str = ""
 
     modelslab_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("MODELSLAB_API_KEY", "modelslab_api_key")
@@ -189,6 +200,36 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _key_days(self) -> Settings:
+        if self.key_default_days > self.key_max_days:
+            raise ValueError("GENVAULT_KEY_DEFAULT_DAYS must not exceed GENVAULT_KEY_MAX_DAYS")
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        given = [self.oidc_issuer, self.oidc_client_id, self.oidc_client_secret]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError(
+                "GENVAULT_OIDC_ISSUER, GENVAULT_OIDC_CLIENT_ID and GENVAULT_OIDC_CLIENT_SECRET"
+                " go together"
+            )
+        return self
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _role_map(cls, value: str) -> str:
+        parse_role_map(value)  # refuse a wrong map at start, with the entry named
+        return value
+
+    @property
+    def oidc_roles(self) -> tuple[RoleRule, ...]:
+        return parse_role_map(self.oidc_role_map)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @model_validator(mode="after")
     def _object_lock_pair(self) -> Settings:
         if (self.s3_object_lock_mode is None) != (self.s3_object_lock_days is None):
             raise ValueError(
@@ -264,5 +305,5 @@ def load_settings(*, require_secrets: bool = True, **overrides: Any) -> Settings
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name}: {message}") from None
     if require_secrets:
-        settings.require("secret_key", "api_tokens")
+        settings.require("secret_key")
     return settings

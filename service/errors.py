@@ -5,6 +5,7 @@
     ├── RequestError              a client's request cannot be served (mapped to HTTP)
     │   ├── InvalidRequest        422 with per-field errors
     │   ├── Unauthorized          401
+    │   ├── Forbidden             403 (names the scope that is missing)
     │   ├── NotFound              404
     │   └── Conflict              409
     └── TaskError                 outcome of a background task
@@ -63,6 +64,17 @@ class Unauthorized(RequestError):
 
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """This credential may not do that."""
+
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, message: str | None = None, *, scope: str | None = None) -> None:
+        self.scope = scope
+        super().__init__(message)
 
 
 class NotFound(RequestError):

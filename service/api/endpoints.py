@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from service.api import bodies
-from service.api.auth import require_token
+from service.access.audit_log import AuditAction
+from service.access.scopes import Scope
+from service.api import auth, bodies
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
-from service.api.openapi import NO_CONTENT, Reply, documented
+from service.api.openapi import NO_CONTENT, Param, Reply, documented
 from service.api.schemas import respond
 from service.db.models import EventEndpoint
+from service.errors import NotFound
 from service.events import endpoints
 from service.events.types import EventType
 from service.fetch.policy import AddressPolicy
 
 bp = Blueprint("endpoints", __name__, url_prefix="/v1")
-bp.before_request(require_token)
+bp.before_request(auth.guard)
 bp.before_request(refuse_control_characters)
 
 # PostgreSQL cannot store NUL in text; a description never needs one.
@@ -35,6 +39,9 @@ class EndpointCreate(BaseModel):
     url: str = Field(min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(default=None, min_length=1)
     description: str | None = Field(default=None, max_length=500, pattern=_NO_NUL)
+    project: str | None = Field(
+        default=None, max_length=40, description="an all-projects key names the project here"
+    )
 
 
 class EndpointUpdate(BaseModel):
@@ -50,6 +57,7 @@ class EndpointUpdate(BaseModel):
 
 class EndpointOut(BaseModel):
     id: str
+    project: str
     url: str
     event_types: list[str] | None
     description: str | None
@@ -96,6 +104,7 @@ def _check_url(url: str) -> None:
 def _out(endpoint: EventEndpoint) -> EndpointOut:
     return EndpointOut(
         id=endpoint.id,
+        project=endpoint.project,
         url=endpoint.url,
         event_types=endpoint.event_types,
         description=endpoint.description,
@@ -108,39 +117,83 @@ def _out(endpoint: EventEndpoint) -> EndpointOut:
 _ID_ERRORS = (404, 422)
 
 
+def _get(
+    session: Session, endpoint_id: str, scope: Scope, *, for_update: bool = False
+) -> EventEndpoint:
+    """The endpoint, or 404 when it is another project's (exactly as when it does not exist)."""
+    try:
+        endpoint = endpoints.get(session, endpoint_id, for_update=for_update)
+        auth.require(scope, endpoint.project, what=f"endpoint {endpoint_id}")
+    except NotFound:
+        raise NotFound(f"no endpoint {endpoint_id}") from None
+    return endpoint
+
+
+def _changes(body: BaseModel) -> dict[str, Any]:
+    return body.model_dump(mode="json", exclude_unset=True)
+
+
 @bp.post("/endpoints")
 @documented(
     "Register an endpoint for events; the answer is the only one that shows its secret",
     {201: Reply("registered, with its whsec_ signing secret", EndpointCreated)},
-    errors=(413, 422),
+    errors=(404, 413, 422),
     body=EndpointCreate,
+    scope=Scope.ENDPOINTS_WRITE,
 )
 def create() -> tuple[Response, int]:
     body = bodies.parse(EndpointCreate)
+    project = auth.acting_project(Scope.ENDPOINTS_WRITE, body.project)
     _check_url(body.url)
     with container().db.transaction() as session:
         endpoint = endpoints.create(
             session,
+            project,
             body.url,
             [t.value for t in body.event_types] if body.event_types else None,
             body.description,
+        )
+        auth.audit(
+            session,
+            AuditAction.ENDPOINT_CREATE,
+            project=project,
+            target=endpoint.id,
+            changes=_changes(body),
         )
     return respond(EndpointCreated(**_out(endpoint).model_dump(), secret=endpoint.secret), 201)
 
 
 @bp.get("/endpoints")
-@documented("List endpoints (without their secrets)", {200: EndpointList}, errors=(422,))
+@documented(
+    "List a project's endpoints (without their secrets)",
+    {200: EndpointList},
+    errors=(404, 422),
+    query=[Param("project", "query", description="an all-projects key's project")],
+    scope=Scope.EVENTS_READ,
+)
 def index() -> tuple[Response, int]:
+    project = auth.acting_project(Scope.EVENTS_READ, request.args.get("project"))
     with container().db.transaction() as session:
-        rows = list(session.execute(select(EventEndpoint).order_by(EventEndpoint.id)).scalars())
+        rows = list(
+            session.execute(
+                select(EventEndpoint)
+                .where(EventEndpoint.project == project)
+                .order_by(EventEndpoint.id)
+            ).scalars()
+        )
     return respond(EndpointList(endpoints=[_out(e) for e in rows]))
 
 
 @bp.get("/endpoints/<endpoint_id>")
-@documented("Show an endpoint (without its secret)", {200: EndpointOut}, errors=_ID_ERRORS)
+@documented(
+    "Show an endpoint (without its secret)",
+    {200: EndpointOut},
+    errors=_ID_ERRORS,
+    scope=Scope.EVENTS_READ,
+)
 def show(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
-        endpoint = endpoints.get(session, endpoint_id)
+        endpoint = _get(session, endpoint_id, Scope.EVENTS_READ)
     return respond(_out(endpoint))
 
 
@@ -150,6 +203,7 @@ def show(endpoint_id: str) -> tuple[Response, int]:
     {200: EndpointOut},
     errors=(*_ID_ERRORS, 413),
     body=EndpointUpdate,
+    scope=Scope.ENDPOINTS_WRITE,
 )
 def update(endpoint_id: str) -> tuple[Response, int]:
     body = bodies.parse(EndpointUpdate)
@@ -157,7 +211,7 @@ def update(endpoint_id: str) -> tuple[Response, int]:
     if body.url is not None:
         _check_url(body.url)
     with container().db.transaction() as session:
-        endpoint = endpoints.get(session, endpoint_id, for_update=True)
+        endpoint = _get(session, endpoint_id, Scope.ENDPOINTS_WRITE, for_update=True)
         if body.url is not None:
             endpoint.url = body.url
         if "event_types" in given:
@@ -173,22 +227,44 @@ def update(endpoint_id: str) -> tuple[Response, int]:
             else:
                 endpoint.disabled_reason = "disabled by an operator"
         endpoint.updated_at = datetime.now(UTC)
+        auth.audit(
+            session,
+            AuditAction.ENDPOINT_UPDATE,
+            project=endpoint.project,
+            target=endpoint.id,
+            changes=_changes(body),
+        )
     return respond(_out(endpoint))
 
 
 @bp.delete("/endpoints/<endpoint_id>")
-@documented("Delete an endpoint and its deliveries", {204: NO_CONTENT}, errors=_ID_ERRORS)
+@documented(
+    "Delete an endpoint and its deliveries",
+    {204: NO_CONTENT},
+    errors=_ID_ERRORS,
+    scope=Scope.ENDPOINTS_WRITE,
+)
 def remove(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
+        project = _get(session, endpoint_id, Scope.ENDPOINTS_WRITE, for_update=True).project
         endpoints.remove(session, endpoint_id)
+        auth.audit(session, AuditAction.ENDPOINT_DELETE, project=project, target=endpoint_id)
     return Response(status=204), 204
 
 
 @bp.get("/endpoints/<endpoint_id>/secret")
-@documented("Show an endpoint's signing secret", {200: SecretOut}, errors=_ID_ERRORS)
+@documented(
+    "Show an endpoint's signing secret",
+    {200: SecretOut},
+    errors=_ID_ERRORS,
+    scope=Scope.ENDPOINTS_SECRETS,
+)
 def secret(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
-        endpoint = endpoints.get(session, endpoint_id)
+        endpoint = _get(session, endpoint_id, Scope.ENDPOINTS_SECRETS)
+        auth.audit(
+            session, AuditAction.ENDPOINT_SECRET_READ, project=endpoint.project, target=endpoint_id
+        )
     return respond(SecretOut(secret=endpoint.secret))
 
 
@@ -197,10 +273,13 @@ def secret(endpoint_id: str) -> tuple[Response, int]:
     "Rotate the signing secret; the previous one keeps signing for 24 hours",
     {200: Reply("the new secret", SecretOut)},
     errors=_ID_ERRORS,
+    scope=Scope.ENDPOINTS_SECRETS,
 )
 def rotate(endpoint_id: str) -> tuple[Response, int]:
     with container().db.transaction() as session:
+        project = _get(session, endpoint_id, Scope.ENDPOINTS_SECRETS, for_update=True).project
         new = endpoints.rotate(session, endpoint_id)
+        auth.audit(session, AuditAction.ENDPOINT_SECRET_ROTATE, project=project, target=endpoint_id)
     return respond(SecretOut(secret=new))
 
 
@@ -210,12 +289,21 @@ def rotate(endpoint_id: str) -> tuple[Response, int]:
     {202: Reply("queued again: how many deliveries", RecoverOut)},
     errors=(*_ID_ERRORS, 413),
     body=RecoverRequest,
+    scope=Scope.ENDPOINTS_WRITE,
 )
 def recover(endpoint_id: str) -> tuple[Response, int]:
     body = bodies.parse(RecoverRequest)
     since = body.since
     c = container()
     with c.db.transaction() as session:
+        project = _get(session, endpoint_id, Scope.ENDPOINTS_WRITE).project
         count = endpoints.recover(session, c.queue, endpoint_id, since)
+        auth.audit(
+            session,
+            AuditAction.ENDPOINT_RECOVER,
+            project=project,
+            target=endpoint_id,
+            changes={"since": since.isoformat(), "deliveries": count},
+        )
     c.wake_workers()
     return respond(RecoverOut(endpoint_id=endpoint_id, deliveries=count), 202)

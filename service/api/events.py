@@ -9,8 +9,9 @@ from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from service.api import bodies
-from service.api.auth import require_token
+from service.access.audit_log import AuditAction
+from service.access.scopes import Scope
+from service.api import auth, bodies
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
@@ -22,12 +23,13 @@ from service.events import endpoints, outbox
 from service.events.types import EventType
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
-bp.before_request(require_token)
+bp.before_request(auth.guard)
 bp.before_request(refuse_control_characters)
 
 
 class EventOut(BaseModel):
     id: str
+    project: str
     type: str
     created_at: datetime
     data: dict[str, Any]
@@ -77,14 +79,18 @@ def _out(event: Event) -> EventOut:
     data = event.data
     if event.type.startswith("job."):
         data = outbox.with_links(data, c.store, c.settings.presign_expires_seconds)
-    return EventOut(id=event.id, type=event.type, created_at=event.created_at, data=data)
+    return EventOut(
+        id=event.id, project=event.project, type=event.type, created_at=event.created_at, data=data
+    )
 
 
-def _get(event_id: str) -> Event:
+def _get(event_id: str, scope: Scope = Scope.EVENTS_READ) -> Event:
+    """The event, or 404 when it is another project's (exactly as when it does not exist)."""
     with container().db.transaction() as session:
         event = session.get(Event, event_id)
     if event is None:
         raise NotFound(f"no event {event_id}")
+    auth.require(scope, event.project, what=f"event {event_id}")
     return event
 
 
@@ -95,13 +101,15 @@ _ID_ERRORS = (404, 422)
 @documented(
     "List events, newest first",
     {200: EventList},
-    errors=(422,),
+    errors=(404, 422),
     query=[
         Param("type", "query", {"enum": [t.value for t in EventType]}),
         Param("job_id", "query", description="only the events of this job"),
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
         Param("cursor", "query", description="next_cursor of the previous page"),
+        Param("project", "query", description="an all-projects key's project"),
     ],
+    scope=Scope.EVENTS_READ,
 )
 def index() -> tuple[Response, int]:
     args = request.args
@@ -112,7 +120,8 @@ def index() -> tuple[Response, int]:
     limit = page_limit(args, errors)
     if errors:
         raise InvalidRequest(errors)
-    stmt = select(Event).order_by(Event.id.desc()).limit(limit + 1)
+    project = auth.acting_project(Scope.EVENTS_READ, args.get("project"))
+    stmt = select(Event).where(Event.project == project).order_by(Event.id.desc()).limit(limit + 1)
     if kind:
         stmt = stmt.where(Event.type == kind)
     if job_id := args.get("job_id"):
@@ -129,7 +138,9 @@ def index() -> tuple[Response, int]:
 
 
 @bp.get("/events/<event_id>")
-@documented("Show an event as it was sent", {200: EventOut}, errors=_ID_ERRORS)
+@documented(
+    "Show an event as it was sent", {200: EventOut}, errors=_ID_ERRORS, scope=Scope.EVENTS_READ
+)
 def show(event_id: str) -> tuple[Response, int]:
     return respond(_out(_get(event_id)))
 
@@ -139,6 +150,7 @@ def show(event_id: str) -> tuple[Response, int]:
     "An event's deliveries, one per endpoint, with their attempts",
     {200: DeliveryList},
     errors=_ID_ERRORS,
+    scope=Scope.EVENTS_READ,
 )
 def deliveries(event_id: str) -> tuple[Response, int]:
     _get(event_id)
@@ -186,11 +198,20 @@ def deliveries(event_id: str) -> tuple[Response, int]:
     errors=(*_ID_ERRORS, 413),
     body=ResendRequest,
     body_required=False,
+    scope=Scope.ENDPOINTS_WRITE,
 )
 def resend(event_id: str) -> tuple[Response, int]:
     body = bodies.parse(ResendRequest, optional=True)
+    project = _get(event_id, Scope.ENDPOINTS_WRITE).project
     c = container()
     with c.db.transaction() as session:
         targets = endpoints.resend(session, c.queue, event_id, body.endpoint_id)
+        auth.audit(
+            session,
+            AuditAction.EVENT_RESEND,
+            project=project,
+            target=event_id,
+            changes={"endpoint_ids": targets},
+        )
     c.wake_workers()
     return respond(ResendOut(event_id=event_id, endpoint_ids=targets), 202)

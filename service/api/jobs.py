@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import Select, select
 from sqlalchemy.orm import load_only
 
-from service.api import bodies
-from service.api.auth import require_token
+from service.access.audit_log import AuditAction
+from service.access.scopes import Scope
+from service.api import auth, bodies
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
@@ -27,13 +28,14 @@ from service.jobs.submission import create_job
 from service.providers.endpoints import ENDPOINTS
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
-bp.before_request(require_token)
+bp.before_request(auth.guard)
 bp.before_request(refuse_control_characters)
 
 
 # What the job JSON shows, and nothing else: params may hold multi-MB data: URIs.
 _JOB_COLUMNS = load_only(
     Job.id,
+    Job.project,
     Job.track_id,
     Job.endpoint,
     Job.status,
@@ -74,6 +76,11 @@ class JobRequest(BaseModel):
     )
     params: dict[str, Any]
     metadata: dict[str, Any] = Field(default_factory=dict)
+    project: str | None = Field(
+        default=None,
+        max_length=40,
+        description="an all-projects key names the project here; default: `default`",
+    )
 
 
 def _select_jobs() -> Select[Job]:
@@ -94,12 +101,17 @@ def _render(jobs: list[Job]) -> list[JobOut]:
     return [job_out(j, by_job[j.id], c.store, expires) for j in jobs]
 
 
-def _one(job_id: str) -> JobOut:
+def _one(job_id: str, scope: Scope = Scope.JOBS_READ) -> JobOut:
     with container().db.transaction() as session:
         job = session.execute(_select_jobs().where(Job.id == job_id)).scalar_one_or_none()
     if job is None:
         raise NotFound(f"no job {job_id}")
+    auth.require(scope, job.project, what=f"job {job_id}")
     return _render([job])[0]
+
+
+def _project_arg() -> Param:
+    return Param("project", "query", description="an all-projects key's project (default)")
 
 
 _JOB_ID_ERRORS = (404, 422)
@@ -112,8 +124,9 @@ _JOB_ID_ERRORS = (404, 422)
         202: Reply("accepted: the new job", JobOut),
         200: Reply("the job an earlier request with this Idempotency-Key created", JobOut),
     },
-    errors=(409, 413, 422),
+    errors=(404, 409, 413, 422),
     body=JobRequest,
+    scope=Scope.JOBS_WRITE,
     headers=[
         Param(
             "Idempotency-Key",
@@ -128,10 +141,12 @@ def submit() -> tuple[Response, int]:
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise InvalidRequest([FieldError("Idempotency-Key", "must be at most 255 characters")])
+    project = auth.acting_project(Scope.JOBS_WRITE, body.project)
     c = container()
     job, created = create_job(
         c.db,
         c.queue,
+        project=project,
         endpoint=body.endpoint,
         params=body.params,
         metadata=body.metadata,
@@ -144,7 +159,7 @@ def submit() -> tuple[Response, int]:
 
 
 @bp.get("/jobs/<job_id>")
-@documented("Show a job", {200: JobOut}, errors=_JOB_ID_ERRORS)
+@documented("Show a job", {200: JobOut}, errors=_JOB_ID_ERRORS, scope=Scope.JOBS_READ)
 def show(job_id: str) -> tuple[Response, int]:
     return respond(_one(job_id))
 
@@ -153,13 +168,15 @@ def show(job_id: str) -> tuple[Response, int]:
 @documented(
     "List jobs, newest first",
     {200: JobList},
-    errors=(422,),
+    errors=(404, 422),
     query=[
         Param("status", "query", {"enum": [s.value for s in JobStatus]}),
         Param("endpoint", "query"),
         Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
         Param("cursor", "query", description="next_cursor of the previous page"),
+        _project_arg(),
     ],
+    scope=Scope.JOBS_READ,
 )
 def index() -> tuple[Response, int]:
     args = request.args
@@ -170,7 +187,8 @@ def index() -> tuple[Response, int]:
     limit = page_limit(args, errors)
     if errors:
         raise InvalidRequest(errors)
-    stmt = _select_jobs().order_by(Job.id.desc()).limit(limit + 1)
+    project = auth.acting_project(Scope.JOBS_READ, args.get("project"))
+    stmt = _select_jobs().where(Job.project == project).order_by(Job.id.desc()).limit(limit + 1)
     if status:
         stmt = stmt.where(Job.status == status)
     if endpoint := args.get("endpoint"):
@@ -190,10 +208,14 @@ def index() -> tuple[Response, int]:
     "Re-run a failed job's archive step, or its submission",
     {202: Reply("queued again", JobOut)},
     errors=(*_JOB_ID_ERRORS, 409),
+    scope=Scope.JOBS_RETRY,
 )
 def retry(job_id: str) -> tuple[Response, int]:
     c = container()
+    project = _one(job_id, Scope.JOBS_RETRY).project  # 404 for another project's job
     operator_retry.retry_job(c.db, c.queue, job_id)
+    with c.db.transaction() as session:
+        auth.audit(session, AuditAction.JOB_RETRY, project=project, target=job_id)
     c.wake_workers()
     return respond(_one(job_id), 202)
 
@@ -203,12 +225,14 @@ def retry(job_id: str) -> tuple[Response, int]:
     "Re-read an archived job's objects; compare them with its rows, manifest and signature",
     {200: AuditReport},
     errors=(*_JOB_ID_ERRORS, 409),
+    scope=Scope.JOBS_READ,
 )
 def audit(job_id: str) -> tuple[Response, int]:
     """Re-read this job's objects; compare them with its rows, manifest and signature."""
     c = container()
     with c.db.transaction() as session:
         job = get_job(session, job_id)
+    auth.require(Scope.JOBS_READ, job.project, what=f"job {job_id}")
     if job.status != JobStatus.ARCHIVED.value:
         raise Conflict(f"only an archived job can be audited; this one is {job.status}")
     report = audit_archived_job(c.db, c.store, job, c.archiver.signer.verifier)

@@ -18,6 +18,10 @@ Registering a route (one line above the view; the order of the two decorators is
   everywhere; 503 with a Retry-After header (service.api.errors maps an unreachable
   database to it) is added unless ``database=False``, which a view that never touches the
   database declares (health, the document itself, file links served from the store).
+- ``scope`` is what a caller must hold: a ``Scope`` (403 naming it otherwise), or
+  ``Authenticated.ANY`` for routes any valid credential may call. Every route that is not
+  ``public`` declares one; ``unscoped(app)`` lists those that do not, and a test holds it at
+  zero (the guard in service.api.auth refuses such a route to everyone meanwhile).
 - ``body`` is the request body's model (``body_required=False`` when it may be left out);
   ``query`` and ``headers`` are ``Param``s. Path parameters come from the rule itself
   (``<job_id>`` becomes ``{job_id}``).
@@ -39,6 +43,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from werkzeug.routing import Rule
 
 from service import __version__
+from service.access.scopes import Requirement, Scope
 from service.api.schemas import ErrorBody
 
 # HTML pages for people, not part of the machine contract.
@@ -92,7 +97,16 @@ class Operation:
     params: tuple[Param, ...] = ()
     public: bool = False
     body_required: bool = True
+    # What the caller must hold (service.api.auth enforces it); None only on public routes.
+    scope: Requirement | None = None
 
+
+# service.api.auth answers 403 with the missing scope named.
+SCOPE_MISSING = Reply(
+    "the credential lacks the scope this operation needs (the message names it), "
+    "or holds it in no project",
+    ErrorBody,
+)
 
 # gunicorn answers an over-long request line itself, before any view, and in HTML.
 URI_TOO_LONG = Reply(
@@ -125,6 +139,7 @@ def documented(
     public: bool = False,
     database: bool = True,
     body_required: bool = True,
+    scope: Requirement | None = None,
 ) -> Callable[[_V], _V]:
     """Declare the operation a view serves; see the module docstring."""
     replies: dict[int, Reply] = {
@@ -133,10 +148,12 @@ def documented(
     }
     for status in (*errors, *(() if public else (401,))):
         replies.setdefault(status, Reply(ERROR_DESCRIPTIONS[status], ErrorBody))
+    if isinstance(scope, Scope):
+        replies.setdefault(403, SCOPE_MISSING)
     replies.setdefault(414, URI_TOO_LONG)
     if database:
         replies.setdefault(503, DATABASE_UNAVAILABLE)
-    op = Operation(summary, replies, body, (*query, *headers), public, body_required)
+    op = Operation(summary, replies, body, (*query, *headers), public, body_required, scope)
 
     def mark(view: _V) -> _V:
         setattr(view, _ATTR, op)
@@ -164,6 +181,18 @@ def undescribed(app: Flask) -> list[str]:
         rule.rule
         for rule in app.url_map.iter_rules()
         if not is_excluded(rule) and operation_of(app.view_functions[rule.endpoint]) is None
+    )
+
+
+def unscoped(app: Flask) -> list[str]:
+    """Described, non-public routes that declare no scope (the guard refuses them all)."""
+    return sorted(
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if not is_excluded(rule)
+        and (op := operation_of(app.view_functions[rule.endpoint])) is not None
+        and not op.public
+        and op.scope is None
     )
 
 
@@ -237,6 +266,10 @@ def _operation_json(rule: Rule, op: Operation, refs: _Refs, operation_id: str) -
         }
     if op.public:
         out["security"] = []
+    elif isinstance(op.scope, Scope):
+        # OpenAPI 3.1 lets a non-OAuth scheme list the roles an operation needs.
+        out["security"] = [{"bearer": [op.scope.value]}]
+        out["x-genvault-scope"] = op.scope.value
     return out
 
 

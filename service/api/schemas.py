@@ -75,6 +75,7 @@ class JobOut(_Out):
     """A job: what was asked, where it stands, and what was archived."""
 
     id: str
+    project: str = Field(description="the project that owns the job (its slug)")
     track_id: str
     endpoint: str
     status: JobStatus

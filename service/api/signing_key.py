@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from service.api.auth import require_token
+from service.access.scopes import Authenticated
+from service.api import auth
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import documented
 from service.api.schemas import SigningKeyOut, respond
 
 bp = Blueprint("signing_key", __name__, url_prefix="/v1")
-bp.before_request(require_token)
+bp.before_request(auth.guard)
 bp.before_request(refuse_control_characters)
 
 
@@ -20,7 +21,7 @@ bp.before_request(refuse_control_characters)
     "The public key that verifies manifest signatures",
     {200: SigningKeyOut},
     errors=(422,),
-    database=False,
+    scope=Authenticated.ANY,
 )
 def signing_key() -> tuple[Response, int]:
     """``{"algorithm": "Ed25519", "public_key": base64, "key_id": …}``."""

@@ -14,6 +14,7 @@ def job_out(job: Job, assets: Iterable[Asset], store: ArchiveStore, expires_in: 
     outputs = sorted((a for a in assets if a.role == "output"), key=lambda a: a.index)
     return JobOut(
         id=job.id,
+        project=job.project,
         track_id=job.track_id,
         endpoint=job.endpoint,
         status=job.status,

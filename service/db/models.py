@@ -1,4 +1,5 @@
-"""Tables: jobs, the callbacks that answer them, their archived assets, and the task queue."""
+"""Tables: projects and their keys, jobs, the callbacks that answer them, their archived
+assets, the task queue, events, and the audit log."""
 
 from __future__ import annotations
 
@@ -47,10 +48,73 @@ class Base(DeclarativeBase):
     }
 
 
+# Every row that existed before projects belongs to this one (migration 0007).
+DEFAULT_PROJECT = "default"
+
+
+class Project(Base):
+    """The unit of isolation: it owns jobs, event endpoints (and their events) and keys.
+
+    The slug is the project's permanent id: rows refer to it, and it names the project's
+    archive prefix, so it never changes (there is no rename).
+    """
+
+    __tablename__ = "projects"
+
+    slug: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A scoped credential. Only a keyed hash of its secret is kept (access/keys.py)."""
+
+    __tablename__ = "api_keys"
+
+    # The public part of the key (gvk_{id}_...): found by primary key, then the hash compared.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # None: every project (admins only).
+    project: Mapped[str | None] = mapped_column(ForeignKey("projects.slug"), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One administrative action or sign-in. Append-only: triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(40))
+    project: Mapped[str | None] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_actor_id", "actor", "id"),
+    )
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(
+        ForeignKey("projects.slug"), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT
+    )
     track_id: Mapped[str] = mapped_column(String(64), unique=True)
     # Indexed by ix_jobs_endpoint_id and ix_jobs_status_id, which lead with these (0006).
     endpoint: Mapped[str] = mapped_column(String(100))
@@ -82,9 +146,11 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_status_updated", "status", "updated_at"),
-        # The dashboard's filtered, newest-first pages (migration 0003).
-        Index("ix_jobs_status_id", "status", "id"),
-        Index("ix_jobs_endpoint_id", "endpoint", "id"),
+        # A project's newest-first pages, filtered or not (migration 0007; every list acts
+        # in one project, so these replace 0003's status/id and endpoint/id).
+        Index("ix_jobs_project_id", "project", "id"),
+        Index("ix_jobs_project_status_id", "project", "status", "id"),
+        Index("ix_jobs_project_endpoint_id", "project", "endpoint", "id"),
     )
 
 
@@ -156,6 +222,12 @@ class EventEndpoint(Base):
     __tablename__ = "event_endpoints"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project: Mapped[str] = mapped_column(
+        ForeignKey("projects.slug"),
+        default=DEFAULT_PROJECT,
+        server_default=DEFAULT_PROJECT,
+        index=True,
+    )
     url: Mapped[str] = mapped_column(Text)
     event_types: Mapped[list[str] | None] = mapped_column(JSON)  # None: every type
     description: Mapped[str | None] = mapped_column(Text)
@@ -178,9 +250,15 @@ class Event(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     type: Mapped[str] = mapped_column(String(40), index=True)
+    # The job's project: an event goes only to that project's endpoints.
+    project: Mapped[str] = mapped_column(
+        String(40), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT
+    )
     job_id: Mapped[str | None] = mapped_column(String(32), index=True)
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_events_project_id", "project", "id"),)
 
 
 class EventDelivery(Base):

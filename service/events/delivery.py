@@ -79,6 +79,7 @@ def disable(session: Session, endpoint: EventEndpoint, reason: str) -> None:
         session,
         EventType.ENDPOINT_DISABLED,
         {"endpoint_id": endpoint.id, "description": endpoint.description, "reason": reason},
+        project=endpoint.project,
         exclude_endpoint=endpoint.id,
     )
 

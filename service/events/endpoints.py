@@ -49,11 +49,16 @@ def get(session: Session, endpoint_id: str, *, for_update: bool = False) -> Even
 
 
 def create(
-    session: Session, url: str, event_types: Sequence[str] | None, description: str | None
+    session: Session,
+    project: str,
+    url: str,
+    event_types: Sequence[str] | None,
+    description: str | None,
 ) -> EventEndpoint:
     now = utcnow()
     endpoint = EventEndpoint(
         id=new_endpoint_id(),
+        project=project,
         url=url,
         event_types=list(event_types) if event_types is not None else None,
         description=description,
@@ -127,12 +132,18 @@ def resend(session: Session, queue: TaskQueue, event_id: str, endpoint_id: str |
     if event is None:
         raise NotFound(f"no event {event_id}")
     if endpoint_id is not None:
-        targets = [get(session, endpoint_id)]
+        target = get(session, endpoint_id)
+        if target.project != event.project:
+            # An event goes only to endpoints of its own project.
+            raise NotFound(f"no endpoint {endpoint_id}")
+        targets = [target]
     else:
         targets = [
             e
             for e in session.execute(
-                select(EventEndpoint).where(EventEndpoint.enabled.is_(True))
+                select(EventEndpoint).where(
+                    EventEndpoint.enabled.is_(True), EventEndpoint.project == event.project
+                )
             ).scalars()
             if e.event_types is None or event.type in e.event_types
         ]

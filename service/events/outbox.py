@@ -66,17 +66,18 @@ def emit(
     kind: EventType,
     data: Mapping[str, Any],
     *,
+    project: str,
     job_id: str | None = None,
     exclude_endpoint: str | None = None,
 ) -> Event:
-    """Write an event and one delivery (and task) per subscribed endpoint, in ``session``."""
-    row = Event(id=new_event_id(), type=kind.value, job_id=job_id, data=dict(data))
+    """Write an event and one delivery (and task) per subscribed endpoint of ``project``."""
+    row = Event(id=new_event_id(), type=kind.value, project=project, job_id=job_id, data=dict(data))
     row.created_at = utcnow()
     session.add(row)
     with session.no_autoflush:
         endpoints = session.execute(
             select(EventEndpoint.id, EventEndpoint.event_types).where(
-                EventEndpoint.enabled.is_(True)
+                EventEndpoint.enabled.is_(True), EventEndpoint.project == project
             )
         ).all()
     for endpoint_id, types in endpoints:
@@ -89,10 +90,12 @@ def emit(
 def audit_failed(db: Database, job_id: str, findings: Mapping[str, Any]) -> None:
     """Emit ``audit.failed`` for a job whose archive did not check out."""
     with db.transaction() as session:
+        project = session.execute(select(Job.project).where(Job.id == job_id)).scalar_one()
         emit(
             session,
             EventType.AUDIT_FAILED,
             {"job_id": job_id, "findings": dict(findings)},
+            project=project,
             job_id=job_id,
         )
 
@@ -176,7 +179,7 @@ def with_links(data: Mapping[str, Any], store: ArchiveStore, expires_in: int) ->
 def _write_pending(session: Session, _context: Any, _instances: Any) -> None:
     pending: list[tuple[EventType, Job]] = session.info.pop(_PENDING, [])
     for kind, job in pending:
-        emit(session, kind, job_snapshot(session, job), job_id=job.id)
+        emit(session, kind, job_snapshot(session, job), project=job.project, job_id=job.id)
 
 
 def _forget(session: Session, *_args: Any) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service import metrics
 from service.db.availability import until_answered
-from service.db.models import Asset, Job
+from service.db.models import DEFAULT_PROJECT, Asset, Job
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict
@@ -44,6 +44,7 @@ def create_job(
     endpoint: str,
     params: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    project: str = DEFAULT_PROJECT,
     idempotency_key: str | None = None,
     accept_inline: AcceptInline | None = None,
 ) -> tuple[Job, bool]:
@@ -55,7 +56,7 @@ def create_job(
     clean = validate_params(endpoint, params)
     fingerprint = results.body_digest({"endpoint": endpoint, "params": params, "meta": metadata})
     if idempotency_key:
-        existing = _by_idempotency_key(db, idempotency_key, fingerprint)
+        existing = _by_idempotency_key(db, idempotency_key, fingerprint, project)
         if existing is not None:
             return existing, False
     job_id, created_at = records.new_job_id(), utcnow()
@@ -67,6 +68,7 @@ def create_job(
         with db.transaction() as session:
             job = Job(
                 id=job_id,
+                project=project,
                 track_id=records.new_track_id(),
                 endpoint=endpoint,
                 status=JobStatus.QUEUED.value,
@@ -84,7 +86,7 @@ def create_job(
         # Two requests with one Idempotency-Key raced; the other one's job stands.
         if idempotency_key is None:
             raise
-        existing = _by_idempotency_key(db, idempotency_key, fingerprint)
+        existing = _by_idempotency_key(db, idempotency_key, fingerprint, project)
         if existing is None:
             raise
         return existing, False
@@ -92,10 +94,12 @@ def create_job(
     return job, True
 
 
-def _by_idempotency_key(db: Database, key: str, fingerprint: str) -> Job | None:
+def _by_idempotency_key(db: Database, key: str, fingerprint: str, project: str) -> Job | None:
     with db.transaction() as session:
         job = session.execute(select(Job).where(Job.idempotency_key == key)).scalar_one_or_none()
-    if job is not None and job.request_fingerprint != fingerprint:
+    # Keys are unique across projects: another project's use of the same key is answered
+    # like a different request, so the other project's job never shows here.
+    if job is not None and (job.request_fingerprint != fingerprint or job.project != project):
         raise Conflict("this Idempotency-Key was already used with a different request")
     return job
 

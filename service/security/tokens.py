@@ -12,6 +12,11 @@ import hashlib
 import hmac
 
 
+def derive_key(secret: bytes, label: str) -> bytes:
+    """A key for one purpose, derived from GENVAULT_SECRET_KEY (never the raw secret)."""
+    return hmac.new(secret, f"genvault/{label}/v1".encode(), hashlib.sha256).digest()
+
+
 def _mac(secret: bytes, message: str) -> str:
     digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Asset, Callback, Job, Task
+from service.db.models import DEFAULT_PROJECT, Asset, Callback, Job, Task
 from service.jobs.states import JobStatus
 from service.tasks.status import TaskStatus
 
@@ -39,6 +39,7 @@ def _like_pattern(text: str) -> str:
 
 @dataclass(frozen=True)
 class Filters:
+    project: str = DEFAULT_PROJECT
     status: JobStatus | None = None
     endpoint: str | None = None
     since: date | None = None
@@ -46,7 +47,7 @@ class Filters:
     q: str | None = None
 
     def where(self) -> list[Any]:
-        clauses: list[Any] = []
+        clauses: list[Any] = [Job.project == self.project]
         if self.status is not None:
             clauses.append(Job.status == self.status)
         if self.endpoint:

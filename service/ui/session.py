@@ -1,31 +1,33 @@
-"""Signing in to the dashboard: an API token once, then a signed, expiring session cookie.
+"""Signing in to the dashboard, and who the signed-in visitor is on every page.
 
-The cookie never holds the token: it holds a keyed fingerprint of it, checked against the
-configured tokens on every request, so removing a token from GENVAULT_API_TOKENS signs out
-its sessions too.
+Two ways in, each ending in a signed, expiring session cookie:
+
+- an API key (or a deprecated GENVAULT_API_TOKENS token) pasted into /ui/login, when no
+  OpenID provider is configured. The cookie holds the key's id (or a keyed fingerprint of
+  the token), never the secret; the key is looked up on every page, so revoking it, or
+  removing the token from the settings, signs its sessions out at once.
+- OpenID Connect (service.ui.oidc): the cookie holds the person's grants, computed from their
+  groups at sign-in, and an expiry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import time
 from datetime import timedelta
+from typing import Any
 
-from flask import Flask, Request, session
+from flask import Flask, Request, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
+from service.access import credentials
+from service.access.principal import Principal
+from service.access.scopes import Scope
 from service.config import Settings
+from service.db.session import Database
+from service.security.tokens import derive_key
 
 SESSION_KEY = "who"
-
-
-def derive_key(secret: bytes, label: str) -> bytes:
-    """A key for one purpose, derived from GENVAULT_SECRET_KEY (never the raw secret)."""
-    return hmac.new(secret, f"genvault/{label}/v1".encode(), hashlib.sha256).digest()
-
-
-def fingerprint(secret: bytes, token: str) -> str:
-    return hmac.new(derive_key(secret, "ui-token-id"), token.encode(), hashlib.sha256).hexdigest()
+_ALL = "*"  # how a grant on every project is written in the cookie
 
 
 class CookieSessions(SecureCookieSessionInterface):
@@ -55,26 +57,72 @@ def configure(app: Flask, settings: Settings) -> None:
     )
 
 
-def sign_in(settings: Settings, token: str) -> bool:
-    given = token.strip()
-    matched = False
-    # Compare with every token so the time taken does not tell which one nearly matched.
-    for candidate in settings.api_tokens:
-        matched |= hmac.compare_digest(candidate.get_secret_value().encode(), given.encode())
+def _start(settings: Settings, who: dict[str, Any]) -> None:
     session.clear()  # a fresh session on every sign-in: no fixation
-    if not matched:
-        return False
     session.permanent = True
-    session[SESSION_KEY] = fingerprint(settings.secret, given)
-    return True
+    session[SESSION_KEY] = {**who, "exp": int(time.time()) + settings.ui_session_seconds}
 
 
-def signed_in(settings: Settings) -> bool:
+def sign_in_with_credential(settings: Settings, db: Database, credential: str) -> Principal | None:
+    """The token form: an API key with its scopes, or a legacy token."""
+    given = credential.strip()
+    tokens = tuple(t.get_secret_value() for t in settings.api_tokens)
+    principal = credentials.authenticate(db, settings.secret, tokens, given) if given else None
+    session.clear()
+    if principal is None:
+        return None
+    if principal.kind == "key":
+        _start(settings, {"kind": "key", "id": principal.id})
+    else:
+        fingerprint = credentials.token_fingerprint(settings.secret, given)
+        _start(settings, {"kind": "token", "fp": fingerprint, "id": principal.id})
+    return principal
+
+
+def sign_in_person(settings: Settings, principal: Principal) -> None:
+    """After the identity provider vouched for them (service.ui.oidc)."""
+    grants = {_ALL if p is None else p: sorted(s) for p, s in principal.grants.items()}
+    _start(
+        settings,
+        {"kind": "user", "id": principal.id, "label": principal.label, "grants": grants},
+    )
+
+
+def _token(settings: Settings, fingerprint: object) -> Principal | None:
+    for number, token in enumerate(settings.api_tokens, start=1):
+        raw = token.get_secret_value()
+        if credentials.token_fingerprint(settings.secret, raw) == fingerprint:
+            return credentials.legacy_principal(number)
+    return None
+
+
+def _person(who: dict[str, Any]) -> Principal:
+    grants = {
+        (None if p == _ALL else str(p)): frozenset(Scope(s) for s in scopes)
+        for p, scopes in dict(who.get("grants") or {}).items()
+    }
+    return Principal("user", str(who.get("id")), str(who.get("label", "")), grants)
+
+
+def _load(settings: Settings, db: Database) -> Principal | None:
     who = session.get(SESSION_KEY)
-    if not isinstance(who, str):
-        return False
-    valid = {fingerprint(settings.secret, t.get_secret_value()) for t in settings.api_tokens}
-    return who in valid
+    if not isinstance(who, dict) or not isinstance(who.get("exp"), int) or who["exp"] < time.time():
+        return None
+    kind = who.get("kind")
+    if kind == "key":
+        return credentials.key_still_valid(db, str(who.get("id")))
+    if kind == "token":
+        return _token(settings, who.get("fp"))
+    # A person's session is only as good as the sign-in that made it: none without OIDC.
+    return _person(who) if kind == "user" and settings.oidc_enabled else None
+
+
+def current(settings: Settings, db: Database) -> Principal | None:
+    """The signed-in visitor of this request (looked up once per request)."""
+    if "ui_principal" not in g:
+        g.ui_principal = _load(settings, db) if session.get(SESSION_KEY) else None
+    found = g.ui_principal
+    return found if isinstance(found, Principal) else None
 
 
 def sign_out() -> None:

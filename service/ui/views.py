@@ -22,10 +22,15 @@ from flask_wtf.csrf import CSRFError, generate_csrf, validate_csrf
 from werkzeug.wrappers.response import Response as BaseResponse
 from wtforms import ValidationError  # type: ignore[import-untyped]
 
+from service.access import permissions
+from service.access.audit_log import AuditAction, Origin, record
+from service.access.principal import Principal
+from service.access.scopes import Scope
 from service.api.context import container
 from service.archive.audit import audit_archived_job
+from service.db.models import Job
 from service.db.types import utcnow
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, Forbidden, NotFound
 from service.jobs import operator_retry
 from service.jobs.records import get_job
 from service.jobs.states import JobStatus
@@ -35,7 +40,7 @@ from service.security.tokens import file_signature
 from service.ui import events as ui_events
 from service.ui import queries
 from service.ui.manifest import read_manifest
-from service.ui.session import sign_in, sign_out, signed_in
+from service.ui.session import current, sign_in_with_credential, sign_out
 
 bp = Blueprint(
     "ui",
@@ -57,9 +62,37 @@ def _guard() -> BaseResponse | None:
             validate_csrf(request.form.get("csrf_token"))
         except ValidationError as exc:
             raise CSRFError(str(exc)) from None
-    if request.endpoint in OPEN_VIEWS or signed_in(container().settings):
+    if request.endpoint in OPEN_VIEWS or _visitor() is not None:
         return None
     return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+
+
+def _visitor() -> Principal | None:
+    c = container()
+    return current(c.settings, c.db)
+
+
+def _principal() -> Principal:
+    found = _visitor()
+    if found is None:  # the guard let only signed-in visitors through
+        abort(401)
+    return found
+
+
+def _origin() -> Origin:
+    return Origin(remote_addr=request.remote_addr, request_id=None)
+
+
+def _project() -> str:
+    """The project these pages show: ?project=, else the visitor's own, else default."""
+    try:
+        return permissions.acting_project(
+            _principal(), Scope.JOBS_READ, request.args.get("project") or None
+        )
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(Response(render_template("error.html", message=exc.message), 403))
 
 
 @bp.errorhandler(CSRFError)
@@ -92,7 +125,13 @@ def csrf_token() -> str:
 def is_signed_in() -> bool:
     # Pages for visitors not signed in (login, a refused cross-site POST) must not start a
     # session: rendering a CSRF token would set a cookie over the user's real one.
-    return signed_in(container().settings)
+    return _visitor() is not None
+
+
+@bp.app_template_global()
+def can(scope: str, project: str | None = None) -> bool:
+    """The templates' permission check: the same one the API's guard and views use."""
+    return permissions.can(_visitor(), Scope(scope), project)
 
 
 @bp.app_template_filter("age")
@@ -148,7 +187,8 @@ def _thumb_link(key: str) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> str | BaseResponse | tuple[str, int]:
     if request.method == "POST":
-        if sign_in(container().settings, request.form.get("token", "")):
+        c = container()
+        if sign_in_with_credential(c.settings, c.db, request.form.get("token", "")) is not None:
             return redirect(_safe_next(request.args.get("next")))
         return render_template("login.html", error="That token is not valid."), 401
     return render_template("login.html", error=None)
@@ -182,6 +222,7 @@ def gallery() -> str | tuple[str, int]:
         except ValueError:
             errors.append(f"status must be one of {', '.join(JobStatus)}")
     filters = queries.Filters(
+        project=_project(),
         status=status,
         endpoint=args.get("endpoint") or None,
         since=_date_arg("from", errors),
@@ -214,8 +255,23 @@ def gallery() -> str | tuple[str, int]:
     return (html, 400) if errors else html
 
 
+def _visible_job(job_id: str, scope: Scope) -> Job:
+    """The job, or 404 when it is another project's; 403 when the scope is missing."""
+    c = container()
+    try:
+        with c.db.transaction() as session:
+            job = get_job(session, job_id)
+        permissions.require(_principal(), scope, job.project, what=f"job {job_id}")
+    except NotFound:
+        abort(404)
+    except Forbidden as exc:
+        abort(Response(render_template("error.html", message=exc.message), 403))
+    return job
+
+
 def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
     c = container()
+    _visible_job(job_id, Scope.JOBS_READ)
     try:
         with c.db.transaction() as session:
             detail = queries.job_detail(session, get_job(session, job_id))
@@ -262,6 +318,7 @@ def job(job_id: str) -> str:
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> BaseResponse:
     c = container()
+    job = _visible_job(job_id, Scope.JOBS_RETRY)
     try:
         target = operator_retry.retry_job(c.db, c.queue, job_id)
     except NotFound:
@@ -269,6 +326,15 @@ def retry(job_id: str) -> BaseResponse:
     except Conflict as exc:
         flash(exc.message, "error")
     else:
+        with c.db.transaction() as session:
+            record(
+                session,
+                AuditAction.JOB_RETRY,
+                actor=_principal().actor,
+                project=job.project,
+                target=job_id,
+                origin=_origin(),
+            )
         c.wake_workers()
         flash(f"Retrying: the job is {target} again.", "ok")
     return redirect(url_for("ui.job", job_id=job_id))
@@ -277,11 +343,7 @@ def retry(job_id: str) -> BaseResponse:
 @bp.post("/jobs/<job_id>/audit")
 def audit(job_id: str) -> str | tuple[str, int]:
     c = container()
-    try:
-        with c.db.transaction() as session:
-            job = get_job(session, job_id)
-    except NotFound:
-        abort(404)
+    job = _visible_job(job_id, Scope.JOBS_READ)
     if job.status is not JobStatus.ARCHIVED:
         flash(f"Only an archived job can be audited; this one is {job.status}.", "error")
         return _job_page(job_id), 409
@@ -291,6 +353,16 @@ def audit(job_id: str) -> str | tuple[str, int]:
 
 @bp.get("/ops")
 def ops() -> str:
+    if not _principal().all_projects:
+        # Queues and endpoints of every project: for those who see every project.
+        abort(
+            Response(
+                render_template(
+                    "error.html", message="Operations span every project: ask an admin."
+                ),
+                403,
+            )
+        )
     now = utcnow()
     with container().db.transaction() as session:
         data = queries.operations(session, now)

@@ -135,9 +135,9 @@ def test_control_characters_inside_json_strings_are_data(client: FlaskClient) ->
 def _endpoint_and_event(container: Container) -> tuple[str, str]:
     """An endpoint and an event with its delivery, written directly (no URL lookup)."""
     with container.db.transaction() as s:
-        endpoint = endpoints.create(s, "https://receiver.example/hook", None, None)
+        endpoint = endpoints.create(s, "default", "https://receiver.example/hook", None, None)
     with container.db.transaction() as s:
-        event = outbox.emit(s, EventType.AUDIT_FAILED, {"job_id": "j"}, job_id="j")
+        event = outbox.emit(s, EventType.AUDIT_FAILED, {"job_id": "j"}, project="default", job_id="j")
     return endpoint.id, event.id
 
 

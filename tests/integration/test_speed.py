@@ -318,7 +318,7 @@ def test_an_event_delivery_wakes_a_worker_in_another_process(
         assert _wait_for(lambda: "ready" in _lines(out), 20), "the worker never listened"
         time.sleep(0.3)  # its first (empty) claim is over: it now sleeps for 60 s
         with db.transaction() as s:
-            outbox.emit(s, EventType.JOB_ARCHIVED, {"job_id": "j"}, job_id=None)
+            outbox.emit(s, EventType.JOB_ARCHIVED, {"job_id": "j"}, project="default", job_id=None)
         ran = lambda: any(x.startswith("ran") for x in _lines(out))  # noqa: E731
         assert _wait_for(ran, 5), f"the delivery did not wake the worker: {_lines(out)}"
     finally:

@@ -302,7 +302,7 @@ def test_job_page_shows_the_manifest_signature_status(
 
 def _endpoint(c: Container, url: str, **changes: object) -> str:
     with c.db.transaction() as s:
-        endpoint = endpoints.create(s, url, None, None)
+        endpoint = endpoints.create(s, "default", url, None, None)
         for name, value in changes.items():
             setattr(endpoint, name, value)
         return endpoint.id

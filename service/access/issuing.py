@@ -1,0 +1,71 @@
+"""Issuing keys: what a key may hold is bounded by whoever creates it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from service.access import permissions, store
+from service.access.principal import Principal
+from service.access.scopes import ROLE_SCOPES, Role, Scope
+from service.access.store import IssuedKey
+from service.errors import FieldError, Forbidden, InvalidRequest
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    name: str
+    project: str | None  # None: every project (admins only)
+    scopes: frozenset[Scope]
+    expires_in_days: int | None
+
+
+def scopes_of(scopes: list[Scope] | None, role: Role | None) -> frozenset[Scope]:
+    """Either a list of scopes or a role, never both and never neither."""
+    if (scopes is None) == (role is None):
+        raise InvalidRequest([FieldError("scopes", "give either scopes or a role")])
+    if role is not None:
+        return ROLE_SCOPES[role]
+    assert scopes is not None
+    if not scopes:
+        raise InvalidRequest([FieldError("scopes", "must name at least one scope")])
+    return frozenset(scopes)
+
+
+def issue(
+    session: Session,
+    server_secret: bytes,
+    creator: Principal,
+    request: KeyRequest,
+    *,
+    default_days: int,
+    max_days: int,
+) -> IssuedKey:
+    days = request.expires_in_days if request.expires_in_days is not None else default_days
+    if not 1 <= days <= max_days:
+        raise InvalidRequest(
+            [FieldError("expires_in_days", f"must be from 1 to {max_days} (GENVAULT_KEY_MAX_DAYS)")]
+        )
+    if request.project is None:
+        if not creator.is_admin:
+            raise Forbidden("only an admin of every project may create a key for every project")
+        held = creator.grants[None]
+    else:
+        permissions.require(creator, Scope.KEYS_WRITE, request.project, what="project")
+        store.get_project(session, request.project)
+        held = creator.scopes_in(request.project)
+    beyond = request.scopes - held
+    if beyond:
+        names = ", ".join(sorted(beyond))
+        raise Forbidden(f"a key cannot hold more than its creator: you lack {names}")
+    return store.create_key(
+        session,
+        server_secret,
+        name=request.name,
+        project=request.project,
+        scopes=request.scopes,
+        created_by=creator.actor,
+        lifetime=timedelta(days=days),
+    )
