@@ -137,7 +137,9 @@ def _endpoint_and_event(container: Container) -> tuple[str, str]:
     with container.db.transaction() as s:
         endpoint = endpoints.create(s, "default", "https://receiver.example/hook", None, None)
     with container.db.transaction() as s:
-        event = outbox.emit(s, EventType.AUDIT_FAILED, {"job_id": "j"}, project="default", job_id="j")
+        event = outbox.emit(
+            s, EventType.AUDIT_FAILED, {"job_id": "j"}, project="default", job_id="j"
+        )
     return endpoint.id, event.id
 
 

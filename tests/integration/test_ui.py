@@ -194,11 +194,11 @@ def test_gallery_pages_are_read_off_an_index_not_sorted(tmp_path: Path) -> None:
     upgrade(c.db.engine)
     try:
         cases = {
-            Filters(): "sqlite_autoindex_jobs_1",
-            Filters(status=JobStatus.FAILED): "ix_jobs_status_id",
-            Filters(endpoint="modelslab/text2img"): "ix_jobs_endpoint_id",
-            Filters(status=JobStatus.FAILED, since=date(2026, 1, 1)): "ix_jobs_status_id",
-            Filters(q="fox"): "sqlite_autoindex_jobs_1",
+            Filters(): "ix_jobs_project_id",
+            Filters(status=JobStatus.FAILED): "ix_jobs_project_status_id",
+            Filters(endpoint="modelslab/text2img"): "ix_jobs_project_endpoint_id",
+            Filters(status=JobStatus.FAILED, since=date(2026, 1, 1)): "ix_jobs_project_status_id",
+            Filters(q="fox"): "ix_jobs_project_id",
         }
         for filters, index in cases.items():
             stmt = select(Job).where(*filters.where(), Job.id < "f").order_by(Job.id.desc())
