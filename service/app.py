@@ -8,7 +8,7 @@ from flask import Flask
 
 from service.api import access, endpoints, errors, events, jobs, ops, signing_key, webhooks
 from service.api.context import EXTENSION
-from service.config import Settings, load_settings
+from service.config import DEV_API_TOKEN, Settings, load_settings
 from service.logs import configure as configure_logging
 from service.ui import session as ui_session
 from service.ui.views import bp as ui_bp
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(endpoints.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(access.bp)
-    if container.settings.api_tokens:
+    if any(t.get_secret_value() != DEV_API_TOKEN for t in container.settings.api_tokens):
         log.warning(
             "GENVAULT_API_TOKENS is deprecated: each of its tokens is an admin of every project."
             " Create scoped API keys instead (genvault keys create, or POST /v1/keys) and"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service import __version__
+from service.access import cli as access_cli
 from service.errors import ConfigError, GenvaultError
 from service.events import cli as events_cli
 
@@ -24,7 +25,7 @@ def _settings(require_secrets: bool = True, *, local: bool = False, **overrides:
     else:
         settings = load_settings(require_secrets=False, **overrides)
     if require_secrets:
-        settings.require("secret_key", "api_tokens")
+        settings.require("secret_key")
     return settings
 
 
@@ -136,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     _client_commands(sub)
     _archive_commands(sub)
     events_cli.add_parsers(sub)
+    access_cli.add_parsers(sub, lambda: _settings(local=True))
     return p
 
 

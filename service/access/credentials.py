@@ -8,7 +8,6 @@ import hmac
 from service.access import store
 from service.access.principal import Principal
 from service.access.scopes import ALL_SCOPES
-from service.db.models import ApiKey
 from service.db.session import Database
 from service.db.types import utcnow
 from service.security.tokens import derive_key
@@ -22,8 +21,7 @@ def authenticate(
     db: Database, server_secret: bytes, legacy_tokens: tuple[str, ...], credential: str
 ) -> Principal | None:
     if credential.startswith("gvk_"):
-        with db.transaction() as session:
-            return store.authenticate_key(session, server_secret, credential)
+        return store.authenticate_key(db, server_secret, credential)
     number = store.legacy_token_index(legacy_tokens, credential) if legacy_tokens else None
     return legacy_principal(number) if number is not None else None
 
@@ -36,8 +34,7 @@ def token_fingerprint(server_secret: bytes, token: str) -> str:
 
 def key_still_valid(db: Database, key_id: str) -> Principal | None:
     """A signed-in key's principal while it is neither revoked nor expired (checked per page)."""
-    with db.transaction() as session:
-        row = session.get(ApiKey, key_id)
+    row = store.find_key(db, key_id)
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         return None
     return store.key_principal(row)

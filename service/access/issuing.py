@@ -11,7 +11,8 @@ from service.access import permissions, store
 from service.access.principal import Principal
 from service.access.scopes import ROLE_SCOPES, Role, Scope
 from service.access.store import IssuedKey
-from service.errors import FieldError, Forbidden, InvalidRequest
+from service.db.models import ApiKey
+from service.errors import FieldError, Forbidden, InvalidRequest, NotFound
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,19 @@ def issue(
         created_by=creator.actor,
         lifetime=timedelta(days=days),
     )
+
+
+def revocable(session: Session, caller: Principal, key_id: str) -> ApiKey:
+    """The key ``caller`` may revoke, or NotFound / Forbidden (the API and the dashboard)."""
+    row = session.get(ApiKey, key_id)
+    # Another project's key is 404, as is an all-projects key to a one-project caller.
+    visible = row is not None and (
+        caller.all_projects if row.project is None else caller.sees(row.project)
+    )
+    if row is None or not visible:
+        raise NotFound(f"no key {key_id}")
+    if row.project is not None:
+        permissions.require(caller, Scope.KEYS_WRITE, row.project, what=f"key {key_id}")
+    elif not caller.is_admin:
+        raise permissions.missing(Scope.KEYS_WRITE)
+    return row

@@ -45,3 +45,21 @@ def acting_project(principal: Principal, scope: Scope, requested: str | None) ->
         requested = next(iter(own)) if own is not None and len(own) == 1 else DEFAULT_PROJECT
     require(principal, scope, requested, what=f"project {requested}")
     return requested
+
+
+def everywhere(principal: Principal | None, scope: Scope) -> bool:
+    """Whether ``principal`` holds ``scope`` on every project (through an all-projects grant).
+
+    A person may hold a role on every project and a larger one on a few: holding a scope in
+    some project is not holding it everywhere.
+    """
+    return principal is not None and scope in principal.grants.get(None, frozenset())
+
+
+def projects_with(principal: Principal, scope: Scope) -> frozenset[str] | None:
+    """The projects where ``principal`` holds ``scope``; None when it holds it on every one."""
+    if everywhere(principal, scope):
+        return None
+    return frozenset(
+        p for p in principal.grants if p is not None and scope in principal.scopes_in(p)
+    )

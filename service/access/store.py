@@ -6,14 +6,16 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Row, Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.access import keys
 from service.access.principal import Principal
 from service.access.scopes import Scope
 from service.db.models import ApiKey, Project
+from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import Conflict, FieldError, InvalidRequest, NotFound
 
@@ -99,7 +101,18 @@ def select_keys(project: str | None, *, every_project: bool) -> Select[ApiKey]:
     return stmt
 
 
-def key_principal(row: ApiKey) -> Principal:
+# Built once: the key check runs on every API request, and building a statement costs more
+# than running it on SQLite.
+_KEY_BY_ID = select(ApiKey.__table__).where(ApiKey.__table__.c.id == bindparam("key_id"))
+
+
+def find_key(db: Database, key_id: str) -> Row[Any] | None:
+    """The key's row (its columns as attributes), read without taking any lock."""
+    with db.read() as conn:
+        return conn.execute(_KEY_BY_ID, {"key_id": key_id}).first()
+
+
+def key_principal(row: ApiKey | Row[Any]) -> Principal:
     return Principal(
         kind="key",
         id=row.id,
@@ -108,12 +121,15 @@ def key_principal(row: ApiKey) -> Principal:
     )
 
 
-def authenticate_key(session: Session, server_secret: bytes, key: str) -> Principal | None:
-    """The key's principal, or None when it is unknown, wrong, revoked or expired."""
+def authenticate_key(db: Database, server_secret: bytes, key: str) -> Principal | None:
+    """The key's principal, or None when it is unknown, wrong, revoked or expired.
+
+    One primary-key read in a read-only transaction; a write only when last_used_at is due.
+    """
     key_id = keys.parse(key)
     if key_id is None:
         return None
-    row = session.get(ApiKey, key_id)
+    row = find_key(db, key_id)
     # Hash even when the id is unknown, so the time taken does not tell ids apart.
     stored = row.secret_hash if row is not None else "0" * 64
     if not keys.matches(server_secret, key, stored) or row is None:
@@ -122,15 +138,19 @@ def authenticate_key(session: Session, server_secret: bytes, key: str) -> Princi
     if row.revoked_at is not None or row.expires_at <= now:
         return None
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
-        # Conditional, so concurrent requests of one key write it once.
-        session.execute(
-            update(ApiKey)
-            .where(
-                ApiKey.id == row.id,
-                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_EVERY),
+        with db.transaction() as session:
+            # Conditional, so concurrent requests of one key write it once.
+            session.execute(
+                update(ApiKey)
+                .where(
+                    ApiKey.id == row.id,
+                    or_(
+                        ApiKey.last_used_at.is_(None),
+                        ApiKey.last_used_at < now - LAST_USED_EVERY,
+                    ),
+                )
+                .values(last_used_at=now)
             )
-            .values(last_used_at=now)
-        )
     return key_principal(row)
 
 

@@ -7,9 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+# An execution option: a connection that only reads (Database.read) begins deferred.
+READ_ONLY = "genvault_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,6 +42,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # Database.read(): a deferred transaction reads a WAL snapshot and never waits.
+            conn.exec_driver_sql("BEGIN")
+            return
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
         # writes can fail with SQLITE_BUSY instead of waiting when another writer got there.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -74,6 +81,21 @@ class Database:
         """A session whose work commits on success and rolls back on any exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for single reads on paths every request takes (the API key check).
+
+        On SQLite every transaction takes the write lock up front (see make_engine); a read
+        that did so would queue behind every writer and every other reader, so this one
+        begins deferred: it reads a snapshot and never holds the lock. On PostgreSQL it runs
+        in autocommit, so one SELECT is one round trip, without BEGIN and ROLLBACK around it.
+        """
+        options: dict[str, Any] = {READ_ONLY: True}
+        if self.dialect == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        with self.engine.connect() as conn:
+            yield conn.execution_options(**options)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
