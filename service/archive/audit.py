@@ -246,13 +246,9 @@ def audit_job(
         sources["manifest"] = listed_by_manifest
     check.objects(sources)
     listed = {job.manifest_key, signature_key(job.manifest_key), *rows, *listed_by_manifest}
-    check.unlisted(
-        (
-            layout.job_prefix(job.created_at, job.id),
-            layout.job_prefix(job.created_at, job.id, quarantine=True),
-        ),
-        listed,
-    )
+    # The directories of the layout the job was archived in (its manifest key says which:
+    # a job of an earlier release is audited where it was written).
+    check.unlisted(layout.for_job(job, rows).prefixes(), listed)
     return report
 
 
@@ -267,18 +263,24 @@ def audit_manifest(store: ArchiveStore, manifest_key: str, verifier: Verifier) -
     report.job_id = job_id if isinstance(job_id, str) else None
     listed = manifest_entries(manifest)
     check.objects({"manifest": listed})
-    directory = manifest_key.rsplit("/", 1)[0]
-    check.unlisted(
-        (directory, f"quarantine/{directory}"),
-        {manifest_key, signature_key(manifest_key), *listed},
-    )
+    # The job's directory and its quarantine directory, in whichever layout it was written.
+    where = layout.parse(manifest_key)
+    directories: tuple[str, ...] = (manifest_key.rsplit("/", 1)[0],)
+    if where is not None and where.manifest_key() == manifest_key:
+        directories = where.prefixes()
+    check.unlisted(directories, {manifest_key, signature_key(manifest_key), *listed})
     return report
 
 
 def bucket_manifests(store: ArchiveStore) -> Iterator[str]:
-    """Every manifest under the archive root (quarantine holds images, never manifests)."""
+    """Every manifest under the archive root, in both layouts (layout.py).
+
+    One listing of the whole root finds them all: the projects' (``projects/{slug}/…``) and
+    those of earlier releases (``{YYYY}/…``). Quarantine directories hold images, never
+    manifests.
+    """
     for key in store.iter_keys(""):
-        if key.rsplit("/", 1)[-1] == MANIFEST_NAME and not key.startswith("quarantine/"):
+        if key.rsplit("/", 1)[-1] == MANIFEST_NAME and not layout.is_quarantined(key):
             yield key
 
 

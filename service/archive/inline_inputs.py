@@ -31,6 +31,7 @@ from service.archive.pipeline import (
     input_urls,
     keep,
     put_verified,
+    resolve_layout,
 )
 from service.db.models import Asset, Job
 from service.db.session import Database
@@ -83,9 +84,18 @@ class InlineInputs:
         self.url_expires = url_expires
 
     def accept(
-        self, job_id: str, created_at: datetime, endpoint: str, params: Mapping[str, Any]
+        self,
+        job_id: str,
+        created_at: datetime,
+        endpoint: str,
+        params: Mapping[str, Any],
+        project: str,
     ) -> tuple[dict[str, Any], list[Asset]]:
-        """Store every data: input now; return the params with summaries and the asset rows."""
+        """Store every data: input now; return the params with summaries and the asset rows.
+
+        A job being accepted is new: its inputs go under its project (layout.py).
+        """
+        where = layout.JobLayout(job_id, created_at.date(), project)
         assets: list[Asset] = []
         with tempfile.TemporaryDirectory(prefix="genvault-in-") as tmp:
 
@@ -96,7 +106,7 @@ class InlineInputs:
                     item = self.stager.stage("input", position, value, Path(tmp), base64_file=False)
                 except PermanentError as exc:
                     raise InvalidRequest([FieldError(f"params.{name}", exc.message)]) from None
-                key = layout.input_key(created_at, job_id, position, item.info.extension)
+                key = where.input_key(position, item.info.extension)
                 put_verified(
                     self.store,
                     key,
@@ -140,6 +150,7 @@ class InlineInputs:
                 if a.key
             }
         keys: dict[int, str] = {}
+        where: layout.JobLayout | None = None
         with tempfile.TemporaryDirectory(prefix="genvault-in-") as tmp:
             for i in positions:
                 if i in done:
@@ -148,7 +159,9 @@ class InlineInputs:
                 url = urls[i]
                 assert isinstance(url, str)
                 item = self.stager.stage("input", i, url, Path(tmp), base64_file=False)
-                key = layout.input_key(job.created_at, job.id, i, item.info.extension)
+                # Jobs this old may hold objects of an earlier release: pipeline's rule.
+                where = where or resolve_layout(self.db, self.store, job)
+                key = where.input_key(i, item.info.extension)
                 keep(self.db, self.store, job, item, key)
                 keys[i] = key
         return keys

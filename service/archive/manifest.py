@@ -53,6 +53,8 @@ def build(
         "manifest_version": MANIFEST_VERSION,
         "service": {"name": "genvault", "version": __version__},
         "job_id": job.id,
+        # Since projects (additive): the project the job belongs to.
+        "project": job.project,
         "track_id": job.track_id,
         "endpoint": job.endpoint,
         "metadata": job.meta,

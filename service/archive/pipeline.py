@@ -31,7 +31,7 @@ from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
 from service.archive.parallel import in_parallel
 from service.config import NsfwPolicy
-from service.db.models import Asset, Callback, Job
+from service.db.models import Asset, Callback, Job, Project
 from service.db.session import Database
 from service.db.types import utcnow
 from service.errors import PermanentError, TaskError, TransientError
@@ -190,7 +190,10 @@ class Archiver:
             if job.status is not JobStatus.ARCHIVING:
                 return  # archived already, or failed meanwhile
             answer = results.latest_success(session, job)
-            done = {(a.role, a.index) for a in _assets(session, job_id)}
+            recorded = _assets(session, job_id)
+            done = {(a.role, a.index) for a in recorded}
+            found = layout.recorded(job, [a.key for a in recorded])
+            older = found is None and predates_projects(session, job)
             session.expunge_all()
         if answer is None:
             raise PermanentError("no successful provider answer to archive", code="no_result")
@@ -201,6 +204,7 @@ class Archiver:
             raise PermanentError(
                 "the provider reported success but listed no images", code="no_outputs"
             )
+        where = found or job_layout(self.store, job, older=older)
         nsfw = bool(job.nsfw) or bool(result.nsfw)
         # Derived previews for the dashboard, never of content flagged NSFW, so the gallery
         # is safe to open anywhere.
@@ -217,7 +221,8 @@ class Archiver:
             # Each output goes up with its thumbnail right behind it, so one's preview travels
             # while the next original does; their rows are then recorded in one transaction.
             rows = in_parallel(
-                lambda item: self._store_output(job, item, nsfw=nsfw), [(x,) for x in staged]
+                lambda item: self._store_output(job, where, item, nsfw=nsfw),
+                [(x,) for x in staged],
             )
             with self.db.transaction() as session:
                 session.add_all([row for pair in rows for row in pair])
@@ -227,15 +232,23 @@ class Archiver:
                 # too large to have been decoded whole while they were verified, or a preview
                 # that failed. (Every output stored now with its thumbnail: nothing to read.)
                 originals = {s.index: s.path for s in staged}
-                self.thumbnailer.make(job, iter_asset_rows(self.db, job_id), originals, workdir)
+                self.thumbnailer.make(
+                    job, where, iter_asset_rows(self.db, job_id), originals, workdir
+                )
             for item in staged:
                 item.path.unlink(missing_ok=True)
-            input_errors = self._archive_inputs(job, done, workdir, nsfw=nsfw)
+            input_errors = self._archive_inputs(job, where, done, workdir, nsfw=nsfw)
 
-        self._finish(job_id, answer, input_errors, nsfw, time.monotonic() - started)
+        self._finish(job_id, where, answer, input_errors, nsfw, time.monotonic() - started)
 
     def _archive_inputs(
-        self, job: Job, done: set[tuple[str, int]], workdir: Path, *, nsfw: bool
+        self,
+        job: Job,
+        where: layout.JobLayout,
+        done: set[tuple[str, int]],
+        workdir: Path,
+        *,
+        nsfw: bool,
     ) -> list[dict[str, Any]]:
         """Store each input that can be had; list the others with their reason."""
         failures: list[dict[str, Any]] = []
@@ -265,7 +278,7 @@ class Archiver:
                     extra={"job_id": job.id, "index": i, "reason": failures[-1]["reason"]},
                 )
                 continue
-            self._store(job, item, nsfw=nsfw)  # a store outage still retries the task
+            self._store(job, where, item, nsfw=nsfw)  # a store outage still retries the task
             item.path.unlink(missing_ok=True)
         return failures
 
@@ -288,28 +301,28 @@ class Archiver:
             log.warning("webhook outputs differ from the provider's", extra={"job_id": job.id})
         return answer
 
-    def _store_output(self, job: Job, item: Staged, *, nsfw: bool) -> list[Asset]:
+    def _store_output(
+        self, job: Job, where: layout.JobLayout, item: Staged, *, nsfw: bool
+    ) -> list[Asset]:
         """Store a verified output and then its thumbnail, if it has one; their asset rows."""
-        rows = [stored(self.store, job, item, self._key(job, item, nsfw=nsfw))]
+        rows = [stored(self.store, job, item, self._key(where, item, nsfw=nsfw))]
         if item.preview is not None and self.thumbnailer is not None:
             with thumbnails.logged_failure(job, item.index):
-                rows.append(self.thumbnailer.store_preview(job, rows[0], item.preview))
+                rows.append(self.thumbnailer.store_preview(job, where, rows[0], item.preview))
         return rows
 
-    def _store(self, job: Job, item: Staged, *, nsfw: bool) -> None:
-        keep(self.db, self.store, job, item, self._key(job, item, nsfw=nsfw))
+    def _store(self, job: Job, where: layout.JobLayout, item: Staged, *, nsfw: bool) -> None:
+        keep(self.db, self.store, job, item, self._key(where, item, nsfw=nsfw))
 
-    def _key(self, job: Job, item: Staged, *, nsfw: bool) -> str | None:
+    def _key(self, where: layout.JobLayout, item: Staged, *, nsfw: bool) -> str | None:
         """Where ``item`` is stored; None when the NSFW policy records it without storing."""
         key: str | None
         if item.role == "input":
-            key = layout.input_key(job.created_at, job.id, item.index, item.info.extension)
+            key = where.input_key(item.index, item.info.extension)
         elif nsfw and self.nsfw_policy is NsfwPolicy.SKIP:
             key = None
         else:
-            key = layout.output_key(
-                job.created_at,
-                job.id,
+            key = where.output_key(
                 item.index,
                 item.info.extension,
                 quarantine=nsfw and self.nsfw_policy is NsfwPolicy.QUARANTINE,
@@ -319,6 +332,7 @@ class Archiver:
     def _finish(
         self,
         job_id: str,
+        where: layout.JobLayout,
         answer: Any,
         input_errors: Sequence[Mapping[str, Any]],
         nsfw: bool,
@@ -330,7 +344,7 @@ class Archiver:
             session.expunge_all()
         job.nsfw = nsfw
         now = utcnow()
-        key = layout.manifest_key(job.created_at, job.id)
+        key = where.manifest_key()
         body = manifest.dumps(
             manifest.build(
                 job,
@@ -495,3 +509,44 @@ def _assets(session: Any, job_id: str) -> list[Asset]:
 def iter_asset_rows(db: Database, job_id: str) -> Iterator[Asset]:
     with db.transaction() as session:
         yield from _assets(session, job_id)
+
+
+# Which layout a job's objects go in (layout.py has both). The rule, for every path that
+# writes (archive, re-archive after an operator's retry, inputs archived at submit):
+#
+# 1. Something of the job is recorded (its manifest key, or any asset row with a key: an
+#    output, a thumbnail, an input stored at acceptance): its layout, whichever that is. A
+#    job archived by an earlier release keeps its root-layout keys for ever, so a replayed
+#    or retried archive finds its own objects (write-once, same bytes) and the audit and
+#    the dashboard read what the rows say.
+# 2. Nothing recorded, and the job is newer than its project row (every job created since
+#    projects; `default` was created by migration 0007): under its project.
+# 3. Nothing recorded, and the job is older than that (created before the upgrade, archived
+#    after it): a worker of the earlier release may have stored objects and died before
+#    recording them (rows are written after the objects). One listing of its root-layout
+#    directories says: anything there, and it stays in the root layout, completing what was
+#    begun (no orphans, nothing stored twice); nothing, and it goes under its project.
+
+
+def predates_projects(session: Any, job: Job) -> bool:
+    """Whether ``job`` is older than its project's row (created before the upgrade)."""
+    project = session.get(Project, job.project)
+    return project is None or job.created_at < project.created_at
+
+
+def job_layout(store: ArchiveStore, job: Job, *, older: bool) -> layout.JobLayout:
+    """Rules 2 and 3 above, for a job with nothing recorded (``older``: predates_projects)."""
+    if older:
+        root = layout.JobLayout.of(job, root=True)
+        if any(next(iter(store.iter_keys(p + "/")), None) for p in root.prefixes()):
+            return root
+    return layout.JobLayout.of(job)
+
+
+def resolve_layout(db: Database, store: ArchiveStore, job: Job) -> layout.JobLayout:
+    """Where ``job``'s objects go: the rule above, reading what is recorded."""
+    with db.transaction() as session:
+        keys = list(session.execute(select(Asset.key).where(Asset.job_id == job.id)).scalars())
+        found = layout.recorded(job, keys)
+        older = found is None and predates_projects(session, job)
+    return found or job_layout(store, job, older=older)

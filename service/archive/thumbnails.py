@@ -98,6 +98,7 @@ class Thumbnailer:
     def make(
         self,
         job: Job,
+        where: layout.JobLayout,
         assets: Iterable[Asset],
         staged: Mapping[int, Path],
         workdir: Path,
@@ -116,13 +117,13 @@ class Thumbnailer:
             and output.index not in have
             and output.key
             # No previews of content held back by the NSFW policy.
-            and not output.key.startswith("quarantine/")
+            and not layout.is_quarantined(output.key)
         ]
 
         def one(output: Asset) -> None:
             with logged_failure(job, output.index):
                 preview = self._render(output, staged.get(output.index), workdir)
-                row = self.store_preview(job, output, preview)
+                row = self.store_preview(job, where, output, preview)
                 with self.db.transaction() as session:
                     session.add(row)
 
@@ -137,12 +138,17 @@ class Thumbnailer:
                 shutil.copyfileobj(stream, out)
         return render(source, max_pixels=self.max_pixels)
 
-    def store_preview(self, job: Job, output: Asset, preview: Preview) -> Asset:
-        """Store the thumbnail of the stored ``output``; its asset row, for the caller to add."""
+    def store_preview(
+        self, job: Job, where: layout.JobLayout, output: Asset, preview: Preview
+    ) -> Asset:
+        """Store the thumbnail of the stored ``output``; its asset row, for the caller to add.
+
+        ``where``: the job's layout (pipeline.job_layout), the one its outputs are in.
+        """
         assert output.key is not None
         sha256 = hashlib.sha256(preview.data).hexdigest()
         size = len(preview.data)
-        key = layout.thumb_key(job.created_at, job.id, output.index)
+        key = where.thumb_key(output.index)
         try:
             self.store.put_bytes(
                 key,

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # Rewrites a job's params before they go out (data: URIs become URLs the provider can fetch).
 PrepareInputs = Callable[[Job], dict[str, Any]]
 # At acceptance: archives inline inputs; returns the params (with summaries) and asset rows.
-AcceptInline = Callable[[str, datetime, str, Mapping[str, Any]], tuple[dict[str, Any], list[Asset]]]
+# Called with (job_id, created_at, endpoint, params, project).
+AcceptInline = Callable[
+    [str, datetime, str, Mapping[str, Any], str], tuple[dict[str, Any], list[Asset]]
+]
 
 
 def create_job(
@@ -63,7 +66,7 @@ def create_job(
     inline_assets: list[Asset] = []
     if accept_inline is not None:
         # Before the row exists: the jobs table never holds an inline image's bulk.
-        clean, inline_assets = accept_inline(job_id, created_at, endpoint, clean)
+        clean, inline_assets = accept_inline(job_id, created_at, endpoint, clean, project)
     try:
         with db.transaction() as session:
             job = Job(

@@ -219,7 +219,9 @@ def test_nsfw_policy(make: Any, fileserver: FileServer, s3_bucket: str, policy: 
     if policy is NsfwPolicy.ARCHIVE:
         assert image_keys == [f"vault/{done.manifest_key.rsplit('/', 1)[0]}/0.png"]
     elif policy is NsfwPolicy.QUARANTINE:
-        assert len(image_keys) == 1 and image_keys[0].startswith("vault/quarantine/")
+        assert len(image_keys) == 1 and image_keys[0].startswith(
+            "vault/projects/default/quarantine/"
+        )
     else:
         assert image_keys == []
     manifest = json.loads(_objects(s3_bucket)[manifest_key])
