@@ -57,9 +57,14 @@ class Poller:
 
         with self.db.transaction() as session:
             job = records.get_job(session, task.job_id, for_update=True)
-            callback_id = results.store(
-                session, job, answer, source="poll", digest=results.body_digest(answer.raw)
+            # Per attempt once a job was resubmitted: a provider that sends no ids answers
+            # "failed" with the same body for every generation, and the new generation's
+            # must not be taken for a duplicate of the old one's.
+            attempt = job.submit_attempts or 0
+            digest = results.body_digest(
+                answer.raw if attempt <= 1 else {"attempt": attempt, "answer": answer.raw}
             )
+            callback_id = results.store(session, job, answer, source="poll", digest=digest)
             if callback_id is not None:
                 results.apply(
                     session,

@@ -89,6 +89,8 @@ def apply(
     schedule_poll: bool = True,
 ) -> None:
     """Move the job on as the answer says; never backwards, never twice."""
+    if _repeats_a_failure(session, job, result, callback_id):
+        return
     if result.request_id and not job.provider_request_id:
         job.provider_request_id = result.request_id
     if result.fetch_url and not job.fetch_url:
@@ -124,6 +126,31 @@ def apply(
             result.error_code or "provider_failed",
             result.error_message or "the provider reported that the generation failed",
         )
+
+
+def _repeats_a_failure(
+    session: Session, job: Job, result: ProviderResult, callback_id: int
+) -> bool:
+    """Whether this "failed" is about a provider request that had already failed.
+
+    After an operator's retry resubmitted the job (same track_id, new provider id), a late
+    answer about the failed generation must neither fail the new one nor lend it its id.
+    Within one generation nothing is lost: the earlier "failed" (its callback is applied
+    too, now or by its own task) settles the job itself.
+    """
+    if result.status is not ResultStatus.FAILED or not result.request_id or job.status.terminal:
+        return False
+    earlier = session.execute(
+        select(Callback.id)
+        .where(
+            Callback.job_id == job.id,
+            Callback.id < callback_id,
+            Callback.status == ResultStatus.FAILED.value,
+            Callback.result["request_id"].as_string() == result.request_id,
+        )
+        .limit(1)
+    ).first()
+    return earlier is not None
 
 
 def latest_success(session: Session, job: Job) -> Callback | None:

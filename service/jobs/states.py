@@ -46,8 +46,9 @@ def can_advance(current: JobStatus, new: JobStatus) -> bool:
     return _RANK[new] > _RANK[current]
 
 
-def retry_target(current: JobStatus, reached_provider: bool) -> JobStatus | None:
-    """Where an operator's retry puts a failed job: re-archive, or re-submit if never sent."""
+def retry_target(current: JobStatus, has_result: bool) -> JobStatus | None:
+    """Where an operator's retry puts a failed job: re-archive the provider's result if it
+    delivered one, else re-submit (whether that is allowed: jobs.operator_retry)."""
     if current is not JobStatus.FAILED:
         return None
-    return JobStatus.ARCHIVING if reached_provider else JobStatus.QUEUED
+    return JobStatus.ARCHIVING if has_result else JobStatus.QUEUED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass
@@ -126,6 +127,8 @@ def _submit(state: SandboxState, endpoint: Endpoint) -> ResponseReturnValue:
         wanted = _Request.read(body, modes)
     except FieldProblem as exc:
         _reply({"status": "error", "message": str(exc)})
+    if modes.fail_first:
+        modes = dataclasses.replace(modes, fail=state.store.fails(body["prompt"], modes.fail_first))
 
     deferred = modes.deferred or (
         endpoint.instant_response and truthy(body.get("instant_response"))

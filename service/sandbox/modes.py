@@ -2,7 +2,9 @@
 
 A prompt may carry markers such as ``[sandbox:processing]``, ``[sandbox:eta=0.5]`` or, several
 in one, ``[sandbox:fail,messege]``. They are applied over the modes the sandbox was created
-with, so one running sandbox can play every documented provider behaviour.
+with, so one running sandbox can play every documented provider behaviour. ``fail`` fails
+every generation, ``fail=N`` the first N with that prompt (ModelsLab's "Failed, Try Again",
+which trying again may cure).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _VALUED: dict[str, tuple[str, Callable[[str], Any]]] = {
     "eta": ("eta", float),
     "webhook-delay": ("webhook_delay", float),
     "ratelimit": ("ratelimit", int),
+    # ``fail=N``: the first N generations with this prompt fail, later ones succeed.
+    "fail": ("fail_first", int),
     "retry-after": ("retry_after", int),
 }
 # ``[sandbox:ratelimit]`` alone limits the first attempt only.
@@ -61,6 +65,7 @@ class Modes:
     webhook_twice: bool = False
     webhook_never: bool = False
     fail: bool = False
+    fail_first: int = 0
     error: bool = False
     ratelimit: int = 0
     retry_after: int | None = None

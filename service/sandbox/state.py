@@ -64,6 +64,7 @@ class Store:
         self._files: dict[str, StoredFile] = {}
         self._attempts: Counter[str] = Counter()
         self._submissions: Counter[str] = Counter()
+        self._prompts: Counter[str] = Counter()
 
     def next_id(self) -> int:
         with self._lock:
@@ -95,6 +96,12 @@ class Store:
         """Requests received per ``track_id``: what a customer would have been billed for."""
         with self._lock:
             return dict(self._submissions)
+
+    def fails(self, prompt: str, limit: int) -> bool:
+        """Count one generation of ``prompt``; true while it is among the first ``limit``."""
+        with self._lock:
+            self._prompts[prompt] += 1
+            return self._prompts[prompt] <= limit
 
     def rate_limited(self, prompt: str, limit: int) -> bool:
         """Count one attempt with ``prompt``; true while it is among the first ``limit``."""

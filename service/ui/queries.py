@@ -17,6 +17,7 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.db.models import DEFAULT_PROJECT, Asset, Callback, Job, Task
+from service.jobs import operator_retry
 from service.jobs.states import JobStatus
 from service.tasks.status import TaskStatus
 
@@ -102,6 +103,9 @@ class JobDetail:
     inputs: list[Asset]
     derived: list[Asset]
     callbacks: list[Callback]
+    # What the Retry button would do; None: no button (``retry_refusal`` says why).
+    retry_plan: operator_retry.RetryPlan | None = None
+    retry_refusal: str | None = None
 
 
 def job_detail(session: Session, job: Job) -> JobDetail:
@@ -115,12 +119,15 @@ def job_detail(session: Session, job: Job) -> JobDetail:
             select(Callback).where(Callback.job_id == job.id).order_by(Callback.received_at)
         ).scalars()
     )
+    retry = operator_retry.decide(job, operator_retry.answers(callbacks))
     return JobDetail(
         job,
         [a for a in assets if a.role == "output"],
         [a for a in assets if a.role == "input"],
         [a for a in assets if a.role == "thumb"],
         callbacks,
+        retry_plan=retry if isinstance(retry, operator_retry.RetryPlan) else None,
+        retry_refusal=retry.reason if isinstance(retry, operator_retry.RetryRefusal) else None,
     )
 
 

@@ -294,6 +294,15 @@ def test_fail_reports_failed_by_webhook_and_fetch(
     assert (fetched["status"], fetched[message_key]) == ("failed", "Failed, Try Again")
 
 
+def test_fail_n_fails_only_the_first_generations_of_a_prompt(sandbox: SandboxServer) -> None:
+    prompt = f"a ruin {uuid.uuid4().hex} [sandbox:fail=1,eta=0]"
+    first = text2img(sandbox, prompt, width=64, height=64).json()
+    assert first["status"] == "processing"
+    assert fetch(first["fetch_result"]).json()["status"] == "failed"
+    # Trying again helps, as ModelsLab's "Failed, Try Again" says it may.
+    assert text2img(sandbox, prompt, width=64, height=64).json()["status"] == "success"
+
+
 def test_error_mode_refuses_at_submit(sandbox: SandboxServer) -> None:
     response = text2img(sandbox, "a wall [sandbox:error]")
 

@@ -67,8 +67,8 @@ def test_states_only_move_forward(current: JobStatus, new: JobStatus) -> None:
 
 
 def test_only_an_operator_retry_leaves_failed() -> None:
-    assert retry_target(JobStatus.FAILED, reached_provider=True) is JobStatus.ARCHIVING
-    assert retry_target(JobStatus.FAILED, reached_provider=False) is JobStatus.QUEUED
+    assert retry_target(JobStatus.FAILED, has_result=True) is JobStatus.ARCHIVING
+    assert retry_target(JobStatus.FAILED, has_result=False) is JobStatus.QUEUED
     assert all(retry_target(s, True) is None for s in JobStatus if s is not JobStatus.FAILED)
 
 
@@ -115,8 +115,17 @@ def test_a_missing_required_setting_stops_start_up_with_one_line_naming_it(
     err = capsys.readouterr().err.strip()
     assert err == "genvault: GENVAULT_SECRET_KEY is required (set it in the environment)"
     monkeypatch.setenv("GENVAULT_SECRET_KEY", "x" * 32)
-    with pytest.raises(ConfigError, match=r"^GENVAULT_API_TOKENS is required"):
+    # API keys live in the database: no token is required to start (the first key comes
+    # from `genvault keys create --bootstrap`).
+    assert load_settings().api_tokens == ()
+    monkeypatch.setenv("GENVAULT_OIDC_ROLE_MAP", "admins:owner")
+    with pytest.raises(ConfigError, match=r"^GENVAULT_OIDC_ROLE_MAP: 'admins:owner': the role"):
         load_settings()
+    monkeypatch.delenv("GENVAULT_OIDC_ROLE_MAP")
+    monkeypatch.setenv("GENVAULT_OIDC_ISSUER", "http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"GENVAULT_OIDC_CLIENT_ID and .* go together"):
+        load_settings()
+    monkeypatch.delenv("GENVAULT_OIDC_ISSUER")
     monkeypatch.setenv("GENVAULT_DOWNLOAD_MAX_BYTES", "lots")
     with pytest.raises(ConfigError, match=r"^GENVAULT_DOWNLOAD_MAX_BYTES: "):
         load_settings(require_secrets=False)
