@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.access import audit_log, issuing, permissions, store
+from service.access import audit_log, issuing, store
 from service.access.audit_log import AuditAction, AuditQuery
 from service.access.scopes import Authenticated, Role, Scope
 from service.api import auth, bodies
@@ -19,7 +19,7 @@ from service.api.openapi import NO_CONTENT, Param, Reply, documented
 from service.api.paging import MAX_LIMIT, page_limit
 from service.api.schemas import Timestamp, respond
 from service.db.models import ApiKey, AuditEntry, Project
-from service.errors import FieldError, InvalidRequest, NotFound
+from service.errors import FieldError, Forbidden, InvalidRequest
 
 bp = Blueprint("access", __name__, url_prefix="/v1")
 bp.before_request(auth.guard)
@@ -129,8 +129,12 @@ def _key_out(k: ApiKey) -> KeyOut:
 def create_project() -> tuple[Response, int]:
     body = bodies.parse(ProjectCreate)
     caller = auth.principal()
-    if not caller.all_projects:
-        raise permissions.missing(Scope.PROJECTS_WRITE)
+    if Scope.PROJECTS_WRITE not in caller.grants.get(None, frozenset()):
+        raise Forbidden(
+            "creating a project needs the projects:write scope on every project;"
+            " this credential holds it on one project only",
+            scope=Scope.PROJECTS_WRITE.value,
+        )
     with container().db.transaction() as session:
         project = store.create_project(session, body.slug, body.name, caller.actor)
         auth.audit(
@@ -219,17 +223,7 @@ def list_keys() -> tuple[Response, int]:
 def revoke_key(key_id: str) -> tuple[Response, int]:
     caller = auth.principal()
     with container().db.transaction() as session:
-        row = session.get(ApiKey, key_id)
-        # Another project's key is 404, as is an all-projects key to a one-project caller.
-        visible = row is not None and (
-            caller.all_projects if row.project is None else caller.sees(row.project)
-        )
-        if row is None or not visible:
-            raise NotFound(f"no key {key_id}")
-        if row.project is not None:
-            auth.require(Scope.KEYS_WRITE, row.project, what=f"key {key_id}")
-        elif not caller.is_admin:
-            raise permissions.missing(Scope.KEYS_WRITE)
+        row = issuing.revocable(session, caller, key_id)
         store.revoke_key(session, row)
         auth.audit(session, AuditAction.KEY_REVOKE, project=row.project, target=key_id)
     return Response(status=204), 204
@@ -295,7 +289,10 @@ def read_audit_log() -> tuple[Response, int]:
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    cursor = base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode().rstrip("=")
+    # Only a full page has a next one (and an empty page has no last row to point past).
+    cursor = (
+        base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode().rstrip("=") if more else None
+    )
     return respond(
         AuditPage(
             entries=[
@@ -313,6 +310,6 @@ def read_audit_log() -> tuple[Response, int]:
                 )
                 for r in rows
             ],
-            next_cursor=cursor if more else None,
+            next_cursor=cursor,
         )
     )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app, g, request
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from service.access import audit_log, credentials, permissions
@@ -22,7 +23,8 @@ from service.access.principal import Principal
 from service.access.scopes import Authenticated, Scope
 from service.api.context import container
 from service.api.openapi import operation_of
-from service.errors import Forbidden, Unauthorized
+from service.db.models import Project
+from service.errors import Forbidden, NotFound, Unauthorized
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -68,7 +70,22 @@ def principal() -> Principal:
 
 
 def acting_project(scope: Scope, requested: str | None) -> str:
-    return permissions.acting_project(principal(), scope, requested)
+    caller = principal()
+    project = permissions.acting_project(caller, scope, requested)
+    # A project key's own project exists (a foreign key says so). One named by an
+    # all-projects credential, or by a person's role map, may not: 404 as for a project the
+    # caller cannot see, not a foreign-key error (500) when something is created in it.
+    if (caller.kind != "key" or caller.all_projects) and not _project_exists(project):
+        raise NotFound(f"no project {project}")
+    return project
+
+
+_PROJECT_BY_SLUG = select(Project.slug).where(Project.slug == bindparam("slug"))
+
+
+def _project_exists(slug: str) -> bool:
+    with container().db.read() as conn:
+        return conn.execute(_PROJECT_BY_SLUG, {"slug": slug}).first() is not None
 
 
 def require(scope: Scope, project: str, *, what: str) -> None:

@@ -212,12 +212,23 @@ def index() -> tuple[Response, int]:
 )
 def retry(job_id: str) -> tuple[Response, int]:
     c = container()
-    project = _one(job_id, Scope.JOBS_RETRY).project  # 404 for another project's job
-    operator_retry.retry_job(c.db, c.queue, job_id)
-    with c.db.transaction() as session:
-        auth.audit(session, AuditAction.JOB_RETRY, project=project, target=job_id)
+    _one(job_id, Scope.JOBS_RETRY)  # 404 for another project's job, before anything moves
+    operator_retry.retry_job(
+        c.db,
+        c.queue,
+        job_id,
+        on_retry=lambda session, job, plan: auth.audit(
+            session,
+            AuditAction.JOB_RETRY,
+            project=job.project,
+            target=job.id,
+            changes={"action": plan.action.value},
+        ),
+    )
     c.wake_workers()
-    return respond(_one(job_id), 202)
+    # Shown under the scope that allowed the retry: jobs:retry alone must not do the retry
+    # and then answer 403 for want of jobs:read.
+    return respond(_one(job_id, Scope.JOBS_RETRY), 202)
 
 
 @bp.route("/jobs/<job_id>/audit", methods=["GET", "POST"])

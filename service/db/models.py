@@ -133,7 +133,8 @@ class Job(Base):
     # its objects' digests to match) no longer hashes to this.
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
     result_callback_id: Mapped[int | None] = mapped_column(BigId)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Unique within the job's project (uq_jobs_project_idempotency_key, migration 0007).
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     submitted_at: Mapped[datetime | None]
     # Written and committed before every call to the provider: an attempt on record with no
@@ -151,6 +152,7 @@ class Job(Base):
         Index("ix_jobs_project_id", "project", "id"),
         Index("ix_jobs_project_status_id", "project", "status", "id"),
         Index("ix_jobs_project_endpoint_id", "project", "endpoint", "id"),
+        UniqueConstraint("project", "idempotency_key", name="uq_jobs_project_idempotency_key"),
     )
 
 

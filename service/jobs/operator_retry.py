@@ -16,7 +16,7 @@ a resubmission could pay twice. Those get a new job instead.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -170,12 +170,18 @@ def _generation_without_an_id(job: Job, stored: Sequence[Answer]) -> RetryPlan |
 
 
 def retry_job(
-    db: Database, queue: TaskQueue, job_id: str, *, expect: RetryAction | None = None
+    db: Database,
+    queue: TaskQueue,
+    job_id: str,
+    *,
+    expect: RetryAction | None = None,
+    on_retry: Callable[[Session, Job, RetryPlan], None] | None = None,
 ) -> RetryPlan:
     """Carry out ``retry_plan``; Conflict with the reason when there is none.
 
     ``expect``: the action the operator was shown; if the job changed since (a result came
-    in, say), nothing is done and Conflict says what a retry would do now.
+    in, say), nothing is done and Conflict says what a retry would do now. ``on_retry`` runs
+    in the retry's transaction (the audit row commits with the retry, or neither does).
     """
     with db.transaction() as session:
         job = records.get_job(session, job_id, for_update=True)
@@ -198,6 +204,8 @@ def retry_job(
             kind = TaskKind.ARCHIVE
         # Revive the same deduplicated task: already-archived objects are skipped, not rewritten.
         queue.enqueue(session, kind, job_id=job.id, dedupe_key=f"{kind}:{job.id}", revive=True)
+        if on_retry is not None:
+            on_retry(session, job, plan)
     return plan
 
 

@@ -57,6 +57,9 @@ def advance(job: Job, new: JobStatus) -> bool:
     outbox.job_moved(job, old, new)
     if new.terminal:
         metrics.JOBS_FINISHED.labels(job.endpoint, new.value).inc()
+    if new is JobStatus.ARCHIVED:
+        seconds = (job.updated_at - job.created_at).total_seconds()
+        metrics.JOB_ARCHIVED_SECONDS.labels(job.endpoint).observe(max(0.0, seconds))
     return True
 
 

@@ -98,11 +98,12 @@ def create_job(
 
 
 def _by_idempotency_key(db: Database, key: str, fingerprint: str, project: str) -> Job | None:
+    # An Idempotency-Key is unique within its project: other projects' keys are not seen.
     with db.transaction() as session:
-        job = session.execute(select(Job).where(Job.idempotency_key == key)).scalar_one_or_none()
-    # Keys are unique across projects: another project's use of the same key is answered
-    # like a different request, so the other project's job never shows here.
-    if job is not None and (job.request_fingerprint != fingerprint or job.project != project):
+        job = session.execute(
+            select(Job).where(Job.project == project, Job.idempotency_key == key)
+        ).scalar_one_or_none()
+    if job is not None and job.request_fingerprint != fingerprint:
         raise Conflict("this Idempotency-Key was already used with a different request")
     return job
 

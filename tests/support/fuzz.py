@@ -54,13 +54,21 @@ def _seed_events(stack: Stack, job_id: str) -> tuple[str, str, str]:
     db = Database(make_engine(stack.env["GENVAULT_DATABASE_URL"]))
     try:
         with db.transaction() as session:
-            kept = endpoints.create(session, "https://receiver.example/kept", None, "fuzz")
-            deleted = endpoints.create(session, "https://receiver.example/deleted", None, None)
+            kept = endpoints.create(
+                session, "default", "https://receiver.example/kept", None, "fuzz"
+            )
+            deleted = endpoints.create(
+                session, "default", "https://receiver.example/deleted", None, None
+            )
         with db.transaction() as session:
             job = session.get(Job, job_id)
             assert job is not None
             event = outbox.emit(
-                session, EventType.JOB_SUBMITTED, outbox.job_snapshot(session, job), job_id=job_id
+                session,
+                EventType.JOB_SUBMITTED,
+                outbox.job_snapshot(session, job),
+                project=job.project,
+                job_id=job_id,
             )
         outbox.audit_failed(db, job_id, {"missing": ["fuzz"]})
         return kept.id, deleted.id, event.id

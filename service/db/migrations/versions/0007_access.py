@@ -90,7 +90,16 @@ def upgrade() -> None:
             op.execute(statement)
 
     # batch_alter_table so SQLite (which rebuilds the table to add a foreign key) works too.
-    with op.batch_alter_table("jobs") as batch:
+    # The naming convention gives 0001's unnamed UNIQUE(idempotency_key) a name on SQLite, so
+    # it can be dropped: an Idempotency-Key is now unique within its project, not across them
+    # (another project's use of a key must neither block nor reveal anything).
+    postgres = op.get_bind().dialect.name == "postgresql"
+    with op.batch_alter_table(
+        "jobs", naming_convention={"uq": "uq_%(table_name)s_%(column_0_name)s"}
+    ) as batch:
+        batch.drop_constraint(
+            "jobs_idempotency_key_key" if postgres else "uq_jobs_idempotency_key", type_="unique"
+        )
         batch.add_column(
             sa.Column("project", sa.String(40), nullable=False, server_default="default")
         )
@@ -100,6 +109,9 @@ def upgrade() -> None:
         batch.create_index("ix_jobs_project_id", ["project", "id"])
         batch.create_index("ix_jobs_project_status_id", ["project", "status", "id"])
         batch.create_index("ix_jobs_project_endpoint_id", ["project", "endpoint", "id"])
+        batch.create_unique_constraint(
+            "uq_jobs_project_idempotency_key", ["project", "idempotency_key"]
+        )
     with op.batch_alter_table("event_endpoints") as batch:
         batch.add_column(
             sa.Column("project", sa.String(40), nullable=False, server_default="default")
@@ -122,6 +134,8 @@ def downgrade() -> None:
         batch.drop_constraint("fk_event_endpoints_project", type_="foreignkey")
         batch.drop_column("project")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint("uq_jobs_project_idempotency_key", type_="unique")
+        batch.create_unique_constraint("jobs_idempotency_key_key", ["idempotency_key"])
         batch.drop_index("ix_jobs_project_endpoint_id")
         batch.drop_index("ix_jobs_project_status_id")
         batch.drop_index("ix_jobs_project_id")
