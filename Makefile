@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest browser bench fuzz clean
+.PHONY: run test lint typecheck pytest browser promtool bench fuzz clean
 
 # Two stamps: a plain install for `run`, the dev extras for `test`. Both redo when
 # pyproject.toml changes.
@@ -34,7 +34,7 @@ lint: $(VENV)/.dev-stamp
 typecheck: $(VENV)/.dev-stamp
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-stamp browser
+pytest: $(VENV)/.dev-stamp browser promtool
 	$(BIN)/pytest
 
 # The dashboard's browser tests drive Debian's chromium (Playwright's own browser download is
@@ -44,6 +44,21 @@ browser:
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# The monitoring tests run promtool over deploy/prometheus/. Only the binary is taken: Debian's
+# prometheus package is downloaded and unpacked into .venv/tools, not installed, so no
+# Prometheus server is set up or started. Without it those tests say why they skip (or fail,
+# under GENVAULT_REQUIRE_PROMTOOL).
+promtool: $(VENV)/.dev-stamp
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(BIN)/promtool ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "unpacking promtool (Debian's prometheus package) into $(VENV)/tools"; \
+		rm -rf $(VENV)/tools/prometheus && mkdir -p $(VENV)/tools/prometheus && cd $(VENV)/tools/prometheus && \
+		{ apt-get download -qq prometheus >/dev/null 2>&1 \
+		  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus >/dev/null 2>&1; }; } && \
+		dpkg -x prometheus_*.deb root && rm -f prometheus_*.deb && \
+		ln -sf ../tools/prometheus/root/usr/bin/promtool ../../bin/promtool \
+		|| echo "promtool: could not unpack Debian's prometheus package (apt-get download prometheus)"; \
 	fi
 
 # Every figure with its baseline from the same run, in under 5 minutes. wrk (Debian's

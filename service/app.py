@@ -10,6 +10,10 @@ from service.api import access, endpoints, errors, events, jobs, ops, signing_ke
 from service.api.context import EXTENSION
 from service.config import DEV_API_TOKEN, Settings, load_settings
 from service.logs import configure as configure_logging
+
+# Importing the admin pages is what hangs them (/ui/keys, /ui/projects, /ui/audit-log) on ui_bp.
+from service.ui import admin as _admin_pages  # noqa: F401
+from service.ui import oidc
 from service.ui import session as ui_session
 from service.ui.views import bp as ui_bp
 from service.wiring import Container, build
@@ -35,6 +39,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(signing_key.bp)
     ui_session.configure(app, container.settings)
     app.register_blueprint(ui_bp)
+    oidc.configure(app, container.settings)  # people sign in there, when an issuer is set
     app.register_blueprint(endpoints.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(access.bp)

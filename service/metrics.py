@@ -42,3 +42,35 @@ EVENT_OLDEST_PENDING_SECONDS = Gauge(
     "Age of the oldest pending event delivery (0 when none)",
     multiprocess_mode="mostrecent",
 )
+
+# For the dashboard and the alerting rules in deploy/ (README "Operations", "Monitoring").
+JOB_ARCHIVED_SECONDS = Histogram(
+    "genvault_job_archived_seconds",
+    "Time from a job's acceptance (POST /v1/jobs) to archived",
+    ["endpoint"],
+    buckets=(2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+)
+EVENT_ENDPOINT_FAILURES = Counter(
+    "genvault_event_endpoint_failures_total",
+    "Event delivery attempts that did not succeed (error, timeout, non-2xx), by endpoint",
+    ["endpoint_id"],
+)
+# Read from the database at scrape time, like the event gauges; one series per task kind.
+TASKS_QUEUED = Gauge(
+    "genvault_tasks_queued",
+    "Tasks due to run and waiting for a worker",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+TASK_OLDEST_QUEUED_SECONDS = Gauge(
+    "genvault_task_oldest_queued_seconds",
+    "How long the longest-waiting due task has waited since it became due (0 when none)",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+READY = Gauge(
+    "genvault_ready",
+    "1 when the readiness check passes, 0 when not (checked at /readyz and at each scrape)",
+    ["check"],
+    multiprocess_mode="mostrecent",
+)

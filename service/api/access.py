@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.access import audit_log, issuing, store
+from service.access import audit_log, issuing, permissions, store
 from service.access.audit_log import AuditAction, AuditQuery
 from service.access.scopes import Authenticated, Role, Scope
 from service.api import auth, bodies
@@ -129,7 +129,7 @@ def _key_out(k: ApiKey) -> KeyOut:
 def create_project() -> tuple[Response, int]:
     body = bodies.parse(ProjectCreate)
     caller = auth.principal()
-    if Scope.PROJECTS_WRITE not in caller.grants.get(None, frozenset()):
+    if not permissions.everywhere(caller, Scope.PROJECTS_WRITE):
         raise Forbidden(
             "creating a project needs the projects:write scope on every project;"
             " this credential holds it on one project only",
@@ -211,7 +211,7 @@ def create_key() -> tuple[Response, int]:
 def list_keys() -> tuple[Response, int]:
     caller = auth.principal()
     asked = request.args.get("project")
-    every = asked == "*" and caller.all_projects
+    every = asked == "*" and permissions.everywhere(caller, Scope.KEYS_WRITE)
     project = None if every else auth.acting_project(Scope.KEYS_WRITE, asked)
     with container().db.transaction() as session:
         rows = list(session.execute(store.select_keys(project, every_project=every)).scalars())
@@ -275,13 +275,9 @@ def read_audit_log() -> tuple[Response, int]:
     since = _since(args.get("since"), errors)
     if errors:
         raise InvalidRequest(errors)
-    caller = auth.principal()
-    own = caller.projects()
-    readable = (
-        None
-        if own is None
-        else frozenset(p for p in own if Scope.AUDIT_READ in caller.scopes_in(p))
-    )
+    # Every entry only for whoever reads the log on every project (entries of no project,
+    # sign-ins, included); otherwise the entries of the projects where it may read it.
+    readable = permissions.projects_with(auth.principal(), Scope.AUDIT_READ)
     query = AuditQuery(readable, action, args.get("actor") or None, since, before)
     with container().db.transaction() as session:
         rows: list[AuditEntry] = list(

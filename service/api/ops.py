@@ -11,6 +11,7 @@ from typing import Literal
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from service import metrics
 from service.api.context import container
 from service.api.errors import DATABASE_RETRY_AFTER
 from service.api.openapi import RETRY_AFTER, Param, Reply, document, documented
@@ -18,6 +19,7 @@ from service.api.schemas import Health, Readiness, respond
 from service.events import gauges
 from service.security.tokens import verify_file_signature
 from service.storage.base import ObjectMissing
+from service.tasks import gauges as task_gauges
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
@@ -40,15 +42,7 @@ def healthz() -> tuple[Response, int]:
     public=True,
 )
 def readyz() -> tuple[Response, int]:
-    c = container()
-    checks: dict[str, Literal["ok", "unavailable"]] = {}
-    for name, probe in (("database", c.db.ping), ("archive", c.store.check)):
-        try:
-            probe()
-            checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            log.warning("readiness check %s failed: %s", name, type(exc).__name__)
-            checks[name] = "unavailable"
+    checks = _readiness(logging.WARNING)
     ready = all(v == "ok" for v in checks.values())
     response, status = respond(
         Readiness(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
@@ -58,6 +52,21 @@ def readyz() -> tuple[Response, int]:
     return response, status
 
 
+def _readiness(level: int) -> dict[str, Literal["ok", "unavailable"]]:
+    """Run the readiness checks, and set genvault_ready for each (the alerting rules read it)."""
+    c = container()
+    checks: dict[str, Literal["ok", "unavailable"]] = {}
+    for name, probe in (("database", c.db.ping), ("archive", c.store.check)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            log.log(level, "readiness check %s failed: %s", name, type(exc).__name__)
+            checks[name] = "unavailable"
+        metrics.READY.labels(name).set(1 if checks[name] == "ok" else 0)
+    return checks
+
+
 @bp.get("/metrics")
 @documented(
     "Prometheus metrics (the event gauges are read from the database)",
@@ -65,7 +74,11 @@ def readyz() -> tuple[Response, int]:
     public=True,
 )
 def metrics_endpoint() -> Response:
-    gauges.refresh(container().db)
+    # Without the database the rest is still served (genvault_ready says why it is missing).
+    if _readiness(logging.DEBUG)["database"] == "ok":
+        db = container().db
+        gauges.refresh(db)
+        task_gauges.refresh(db)
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Under gunicorn each worker process counts alone; sum them from the shared dir.

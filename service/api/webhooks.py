@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from service import metrics
 from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
 from service.api.schemas import WebhookAck, respond_serialised
+from service.db.availability import is_unavailable
 from service.errors import RequestError
 from service.jobs.callbacks import CallbackTooLarge
 from service.jobs.ingest import Outcome
@@ -49,6 +51,12 @@ def receive(provider: str, track_id: str) -> tuple[Response, int]:
         outcome = c.receiver.receive(provider, track_id, body)
     except RequestError as exc:
         metrics.WEBHOOKS.labels(provider if provider in c.providers else "unknown", exc.code).inc()
+        raise
+    except Exception as exc:
+        # Answered 503 (database away) or 500 by the error handlers: counted too, for alerts.
+        if not isinstance(exc, HTTPException):
+            code = "unavailable" if is_unavailable(exc) else "internal_error"
+            metrics.WEBHOOKS.labels(provider if provider in c.providers else "unknown", code).inc()
         raise
     metrics.WEBHOOKS.labels(provider, outcome.value).inc()
     metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)

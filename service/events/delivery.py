@@ -184,6 +184,7 @@ class Deliverer:
                 endpoint.failing_since = None
                 metrics.EVENT_DELIVERIES.labels("succeeded").inc()
                 return None
+            metrics.EVENT_ENDPOINT_FAILURES.labels(endpoint_id).inc()
             if answer.status == 410:
                 disable(session, endpoint, "the endpoint answered 410 Gone")
                 self._give_up(session, delivery, None, now)

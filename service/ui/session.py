@@ -109,6 +109,9 @@ def _load(settings: Settings, db: Database) -> Principal | None:
     if not isinstance(who, dict) or not isinstance(who.get("exp"), int) or who["exp"] < time.time():
         return None
     kind = who.get("kind")
+    if settings.oidc_enabled and kind != "user":
+        # The token form is off with OIDC: a key session from before it was turned on ends.
+        return None
     if kind == "key":
         return credentials.key_still_valid(db, str(who.get("id")))
     if kind == "token":

@@ -38,7 +38,7 @@ from service.providers.endpoints import ENDPOINTS
 from service.security.redaction import redact
 from service.security.tokens import file_signature
 from service.ui import events as ui_events
-from service.ui import queries
+from service.ui import queries, signins
 from service.ui.manifest import read_manifest
 from service.ui.session import current, sign_in_with_credential, sign_out
 
@@ -129,6 +129,12 @@ def is_signed_in() -> bool:
 
 
 @bp.app_template_global()
+def sees_every_project() -> bool:
+    visitor = _visitor()
+    return visitor is not None and visitor.all_projects
+
+
+@bp.app_template_global()
 def can(scope: str, project: str | None = None) -> bool:
     """The templates' permission check: the same one the API's guard and views use."""
     return permissions.can(_visitor(), Scope(scope), project)
@@ -186,10 +192,23 @@ def _thumb_link(key: str) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> str | BaseResponse | tuple[str, int]:
+    c = container()
+    if c.settings.oidc_enabled:
+        # People sign in at the identity provider (service.ui.oidc); no token is taken here.
+        posted = request.method == "POST"
+        page = render_template(
+            "login.html",
+            oidc=True,
+            next=request.args.get("next") or "",
+            error="Tokens are not accepted here." if posted else None,
+        )
+        return (page, 403) if posted else page
     if request.method == "POST":
-        c = container()
-        if sign_in_with_credential(c.settings, c.db, request.form.get("token", "")) is not None:
+        who = sign_in_with_credential(c.settings, c.db, request.form.get("token", ""))
+        if who is not None:
+            signins.signed_in(c.db, who, "token form")
             return redirect(_safe_next(request.args.get("next")))
+        signins.refused(c.db, signins.ANONYMOUS, "token form", "not a valid key or token")
         return render_template("login.html", error="That token is not valid."), 401
     return render_template("login.html", error=None)
 
@@ -319,8 +338,10 @@ def job(job_id: str) -> str:
 def retry(job_id: str) -> BaseResponse:
     c = container()
     job = _visible_job(job_id, Scope.JOBS_RETRY)
+    # The action the button said: if the job changed since, nothing else is done instead.
+    expect = operator_retry.RetryAction.named(request.form.get("action"))
     try:
-        target = operator_retry.retry_job(c.db, c.queue, job_id)
+        plan = operator_retry.retry_job(c.db, c.queue, job_id, expect=expect)
     except NotFound:
         abort(404)
     except Conflict as exc:
@@ -336,7 +357,7 @@ def retry(job_id: str) -> BaseResponse:
                 origin=_origin(),
             )
         c.wake_workers()
-        flash(f"Retrying: the job is {target} again.", "ok")
+        flash(f"Retrying: the job is {plan.target} again. {plan.done}", "ok")
     return redirect(url_for("ui.job", job_id=job_id))
 
 

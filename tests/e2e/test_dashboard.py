@@ -182,7 +182,8 @@ def test_sign_in_browse_filter_open_retry_and_refuse_cross_site(
     page.click(f"[data-job-id='{bad['id']}']")
     page.wait_for_url(f"**/ui/jobs/{bad['id']}")
     assert "provider" in page.inner_text(".flash.error")
-    page.click("text=Retry")
+    # Refused at submit, so it never reached the provider: a retry resubmits it.
+    page.click("text=Resubmit to the provider (a new generation)")
     assert "Retrying: the job is queued again." in page.inner_text("main")
     # The job really went back into the pipeline (queued, then on to the provider again).
     moved = stack.wait(bad["id"], lambda j: j["updated_at"] > failed["updated_at"])
@@ -195,7 +196,7 @@ def test_sign_in_browse_filter_open_retry_and_refuse_cross_site(
     text = page.inner_text("main")
     assert "a lighthouse at dusk" in text and "o-1" in text and "archived" in text
     assert good[0]["id"] in page.inner_text("pre") or "manifest.json" in text
-    page.click("text=Audit")
+    page.click("main button:text-is('Audit')")  # not the nav's "Audit log"
     assert "all objects match the manifest" in page.inner_text("#audit")
     assert "4 objects checked" in page.inner_text("#audit")  # 2 images, 2 thumbnails
     # The manifest's signature checks out, and the timeline has the job's events.

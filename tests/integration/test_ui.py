@@ -244,7 +244,7 @@ def _archive(c: Container, job_id: str, *, signed: bool = True) -> str:
         assert records.advance(job, JobStatus.PROCESSING)  # job.submitted
     with c.db.transaction() as s:
         job = get_job(s, job_id, for_update=True)
-        key = layout.manifest_key(job.created_at, job.id)
+        key = layout.for_job(job).manifest_key()
         body = json.dumps({"job_id": job.id, "assets": []}).encode()
         meta = {"job-id": job.id}
         c.store.put_bytes(key, body, content_type="application/json", metadata=meta)

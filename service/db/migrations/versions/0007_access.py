@@ -90,16 +90,21 @@ def upgrade() -> None:
             op.execute(statement)
 
     # batch_alter_table so SQLite (which rebuilds the table to add a foreign key) works too.
-    # The naming convention gives 0001's unnamed UNIQUE(idempotency_key) a name on SQLite, so
-    # it can be dropped: an Idempotency-Key is now unique within its project, not across them
-    # (another project's use of a key must neither block nor reveal anything).
-    postgres = op.get_bind().dialect.name == "postgresql"
-    with op.batch_alter_table(
-        "jobs", naming_convention={"uq": "uq_%(table_name)s_%(column_0_name)s"}
-    ) as batch:
-        batch.drop_constraint(
-            "jobs_idempotency_key_key" if postgres else "uq_jobs_idempotency_key", type_="unique"
-        )
+    # An Idempotency-Key becomes unique within its project, not across them (another
+    # project's use of a key must neither block nor reveal anything), so 0001's
+    # UNIQUE(idempotency_key) goes. PostgreSQL named it; on SQLite it has no name to drop by,
+    # so the table SQLite is rebuilt from is the reflected one without it.
+    bind = op.get_bind()
+    copy_from = None
+    if bind.dialect.name == "postgresql":
+        op.drop_constraint("jobs_idempotency_key_key", "jobs", type_="unique")
+    else:
+        copy_from = sa.Table("jobs", sa.MetaData(), autoload_with=bind)
+        for constraint in list(copy_from.constraints):
+            columns = [c.name for c in getattr(constraint, "columns", ())]
+            if isinstance(constraint, sa.UniqueConstraint) and columns == ["idempotency_key"]:
+                copy_from.constraints.remove(constraint)
+    with op.batch_alter_table("jobs", copy_from=copy_from) as batch:
         batch.add_column(
             sa.Column("project", sa.String(40), nullable=False, server_default="default")
         )
