@@ -70,6 +70,7 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/ingest.py --duration 8
 	$(BIN)/python bench/ingest_write.py
 	$(BIN)/python bench/webhook_cpu.py
+	$(BIN)/python bench/auth_cost.py --duration 3
 	$(BIN)/python bench/latency.py --jobs 20 --burst 50
 	$(BIN)/python bench/queue_throughput.py --tasks 5000 --concurrency 4
 	$(BIN)/python bench/queue_throughput.py --tasks 5000 --concurrency 32
