@@ -114,8 +114,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         return commands.audit_jobs(args)
     from service.archive.audit_cli import run_audit_cli
+    from service.wiring import build_store
 
-    return run_audit_cli(args, _settings(require_secrets=False, local=True))
+    settings = _settings(require_secrets=False, local=True)
+    return run_audit_cli(args, settings, build_store(settings))
 
 
 def cmd_signing_key(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.access.rolemap import RoleRule, parse_role_map
 from service.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -214,16 +213,6 @@ class Settings(BaseSettings):
                 " go together"
             )
         return self
-
-    @field_validator("oidc_role_map")
-    @classmethod
-    def _role_map(cls, value: str) -> str:
-        parse_role_map(value)  # refuse a wrong map at start, with the entry named
-        return value
-
-    @property
-    def oidc_roles(self) -> tuple[RoleRule, ...]:
-        return parse_role_map(self.oidc_role_map)
 
     @property
     def oidc_enabled(self) -> bool:

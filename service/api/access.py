@@ -17,9 +17,10 @@ from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import NO_CONTENT, Param, Reply, documented
 from service.api.paging import MAX_LIMIT, page_limit
-from service.api.schemas import Timestamp, respond
+from service.api.schemas import respond
 from service.db.models import ApiKey, AuditEntry, Project
 from service.errors import FieldError, Forbidden, InvalidRequest
+from service.jobs.shape import Timestamp
 
 bp = Blueprint("access", __name__, url_prefix="/v1")
 bp.before_request(auth.guard)

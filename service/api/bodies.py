@@ -1,6 +1,6 @@
 """The JSON body of a /v1 request as its pydantic model, every problem a 422 naming the field.
 
-The bytes go through service.api.json_body first, so NaN, Infinity, numbers that overflow
+The bytes go through service.strict_json first, so NaN, Infinity, numbers that overflow
 and bodies nested too deep are refused before the model sees them, like any malformed JSON.
 """
 
@@ -11,7 +11,7 @@ from typing import TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from service.api import json_body
+from service import strict_json
 from service.errors import FieldError, InvalidRequest
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -31,8 +31,8 @@ def parse(model: type[_M], *, optional: bool = False) -> _M:
     elif not request.is_json:
         raise InvalidRequest([FieldError("body", "must be JSON (Content-Type: application/json)")])
     try:
-        payload = json_body.loads_object(raw)
-    except json_body.BadJson as exc:
+        payload = strict_json.loads_object(raw)
+    except strict_json.BadJson as exc:
         raise InvalidRequest([FieldError("body", exc.message)]) from None
     try:
         return model.model_validate(payload)

@@ -43,6 +43,7 @@ class EventList(BaseModel):
 class AttemptOut(BaseModel):
     at: datetime
     response_status: int | None
+    receipt: str | None = None  # what a broker answered: SQS MessageId, NATS sequence, ...
     duration_ms: int
     error: str | None
 
@@ -172,6 +173,7 @@ def deliveries(event_id: str) -> tuple[Response, int]:
                 AttemptOut(
                     at=a.at,
                     response_status=a.response_status,
+                    receipt=a.receipt,
                     duration_ms=a.duration_ms,
                     error=a.error,
                 )

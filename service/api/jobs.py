@@ -16,13 +16,13 @@ from service.api.context import container
 from service.api.input_guard import refuse_control_characters
 from service.api.openapi import Param, Reply, documented
 from service.api.paging import MAX_LIMIT, page_limit
-from service.api.schemas import AuditReport, JobList, JobOut, respond
-from service.api.views import job_out
+from service.api.schemas import AuditReport, JobList, respond
 from service.archive.audit import audit_archived_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest, NotFound
 from service.jobs import operator_retry
 from service.jobs.records import get_job
+from service.jobs.shape import JobOut, job_out
 from service.jobs.states import JobStatus
 from service.jobs.submission import create_job
 from service.providers.endpoints import ENDPOINTS

@@ -6,20 +6,12 @@ same models into the OpenAPI components. A field added here is documented by con
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from flask import Response, current_app
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.jobs.states import JobStatus
-
-# ISO 8601 with the +00:00 offset, as the API has always answered.
-Timestamp = Annotated[
-    datetime,
-    PlainSerializer(lambda d: d.isoformat(), return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
+from service.jobs.shape import JobOut
 
 
 class _Out(BaseModel):
@@ -45,48 +37,6 @@ class ErrorBody(_Out):
     """Every 4xx and 5xx answer of the JSON API."""
 
     error: ErrorDetail
-
-
-class AssetOut(_Out):
-    """One archived output image."""
-
-    index: int
-    key: str | None = Field(
-        description="relative to the archive root (manifests stay relocatable); "
-        "null when the NSFW policy skipped the image"
-    )
-    uri: str | None = Field(
-        description="full location: s3://BUCKET/PREFIX/KEY or file:///ABS/PATH; null with key"
-    )
-    url: str | None = Field(description="a time-limited link anyone holding it can GET")
-    sha256: str
-    size: int
-    content_type: str
-    width: int
-    height: int
-
-
-class JobError(_Out):
-    code: str
-    message: str
-
-
-class JobOut(_Out):
-    """A job: what was asked, where it stands, and what was archived."""
-
-    id: str
-    project: str = Field(description="the project that owns the job (its slug)")
-    track_id: str
-    endpoint: str
-    status: JobStatus
-    created_at: Timestamp
-    updated_at: Timestamp
-    provider_request_id: str | None
-    error: JobError | None
-    metadata: dict[str, Any]
-    nsfw_content_detected: bool | None
-    assets: list[AssetOut]
-    manifest_key: str | None
 
 
 class JobList(_Out):

@@ -18,6 +18,7 @@ from service.archive.audit import (
 from service.config import Settings
 from service.errors import ConfigError
 from service.security.signing import Verifier, signer_from_settings
+from service.storage.base import ArchiveStore
 
 
 def _verifier(args: argparse.Namespace, settings: Settings) -> Verifier | None:
@@ -42,9 +43,9 @@ def _progress() -> Progress:
     return progress
 
 
-def run_audit_cli(args: argparse.Namespace, settings: Settings) -> int:
+def run_audit_cli(args: argparse.Namespace, settings: Settings, store: ArchiveStore) -> int:
+    """``genvault audit``; the store comes from the wiring (service.cli builds it)."""
     from service.db.session import Database, make_engine
-    from service.wiring import build_store
 
     since = None
     if args.since:
@@ -57,7 +58,6 @@ def run_audit_cli(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 2
     verifier = _verifier(args, settings)
-    store = build_store(settings)
     if args.bucket_only:
         if verifier is None:
             raise ConfigError(

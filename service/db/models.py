@@ -18,13 +18,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from service.db import search
+from service.db.enums import JobStatus, TaskKind, TaskStatus
 from service.db.types import UTCDateTime, utcnow
-from service.jobs.states import JobStatus
-from service.tasks.kinds import TaskKind
-from service.tasks.status import TaskStatus
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -153,6 +153,11 @@ class Job(Base):
         Index("ix_jobs_project_status_id", "project", "status", "id"),
         Index("ix_jobs_project_endpoint_id", "project", "endpoint", "id"),
         UniqueConstraint("project", "idempotency_key", name="uq_jobs_project_idempotency_key"),
+        # The gallery's q on PostgreSQL (migration 0009; service/db/search.py). On SQLite the
+        # same search reads the FTS5 table jobs_fts, which no model describes.
+        Index(search.PG_INDEX, text(search.PG_VECTOR), postgresql_using="gin").ddl_if(
+            dialect="postgresql"
+        ),
     )
 
 
@@ -219,7 +224,7 @@ class Task(Base):
 
 
 class EventEndpoint(Base):
-    """Where events go: a URL, the types it wants, and its signing secrets."""
+    """Where events go: a URL or a broker, the types it wants, and its signing secrets."""
 
     __tablename__ = "event_endpoints"
 
@@ -230,7 +235,18 @@ class EventEndpoint(Base):
         server_default=DEFAULT_PROJECT,
         index=True,
     )
-    url: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)  # type http only
+    # http sqs sns eventbridge rabbitmq nats redis (service.events.destinations.registry)
+    type: Mapped[str] = mapped_column(String(20), default="http", server_default="http")
+    # The type's config, URL userinfo masked; None for http (its URL is the column above).
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Sealed (service.security.sealing): credentials, and the unmasked URLs of the config.
+    credentials: Mapped[str | None] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(20), default="standard", server_default="standard")
+    links: Mapped[str] = mapped_column(String(20), default="fresh", server_default="fresh")
+    # Consecutive configuration failures (missing queue, refused credentials) since the last
+    # success: they disable the endpoint sooner than other failures.
+    config_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     event_types: Mapped[list[str] | None] = mapped_column(JSON)  # None: every type
     description: Mapped[str | None] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -293,5 +309,7 @@ class DeliveryAttempt(Base):
     delivery_id: Mapped[int] = mapped_column(ForeignKey("event_deliveries.id"), index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     response_status: Mapped[int | None] = mapped_column(Integer)
+    # What a broker answered on success: SQS/SNS MessageId, EventBridge EventId, NATS sequence.
+    receipt: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.api import json_body
+from service import strict_json
 from service.errors import NotFound, RequestError, Unauthorized
 from service.jobs import results
 from service.jobs.ingest import Outcome, WebhookIngest
@@ -61,7 +61,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
     BadJson (400) for malformed JSON, NaN/Infinity or nesting past the cap; BadCallback for
     valid JSON that is not an object.
     """
-    payload: Any = json_body.loads(body)
+    payload: Any = strict_json.loads(body)
     if not isinstance(payload, dict):
         raise BadCallback()
     return payload

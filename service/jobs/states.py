@@ -9,20 +9,9 @@ operator's explicit retry (see ``retry_target``).
 
 from __future__ import annotations
 
-import enum
+from service.db.enums import JobStatus
 
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    SUBMITTED = "submitted"
-    PROCESSING = "processing"
-    ARCHIVING = "archiving"
-    ARCHIVED = "archived"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.ARCHIVED, JobStatus.FAILED)
+__all__ = ["WAITING_ON_PROVIDER", "JobStatus", "can_advance", "retry_target"]
 
 
 _RANK = {

@@ -1,12 +1,10 @@
-"""Where a task is in its life: queued → running → done, or failed (or back to queued)."""
+"""Where a task is in its life: queued → running → done, or failed (or back to queued).
+
+Defined with the tables (service.db.enums), which store them; re-exported here.
+"""
 
 from __future__ import annotations
 
-import enum
+from service.db.enums import TaskStatus
 
-
-class TaskStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+__all__ = ["TaskStatus"]

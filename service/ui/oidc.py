@@ -30,6 +30,7 @@ from service.access import rolemap
 from service.access.principal import Principal
 from service.api.context import container
 from service.config import Settings
+from service.errors import ConfigError
 from service.ui import signins
 from service.ui.session import sign_in_person
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("oidc", __name__, url_prefix="/ui/auth")
 EXTENSION = "genvault.oidc"
+ROLES = "genvault.oidc.roles"
 SCOPE = "openid profile email groups"
 HOW = "oidc"
 NO_ROLE = (
@@ -57,6 +59,11 @@ def configure(app: Flask, settings: Settings) -> None:
     )
     if issuer is None or client_id is None or secret is None:
         return  # not configured (Settings refuses a partial configuration at start)
+    try:
+        # Parsed once, here at start: a wrong map stops the service with the entry named.
+        app.extensions[ROLES] = rolemap.parse_role_map(settings.oidc_role_map)
+    except ValueError as exc:
+        raise ConfigError(f"GENVAULT_OIDC_ROLE_MAP: {exc}") from None
     client = OAuth(app).register(
         "idp",
         client_id=client_id,
@@ -131,7 +138,7 @@ def callback() -> BaseResponse | tuple[str, int]:
         # there is nobody to let in.
         return _refused_anonymously(403, "no ID token", "Sign-in refused: no ID token.")
     groups = _groups(c.settings.oidc_groups_claim, claims, token)
-    grants = rolemap.grants_for(c.settings.oidc_roles, groups)
+    grants = rolemap.grants_for(current_app.extensions[ROLES], groups)
     who = Principal(
         kind="user",
         id=str(claims.get("email") or claims["sub"]),

@@ -17,11 +17,12 @@ from openapi_spec_validator import validate
 from sqlalchemy.orm import Session
 
 from service.api.openapi import EXCLUDED_PREFIXES, document, openapi_path, undescribed
-from service.api.schemas import JobList, JobOut
+from service.api.schemas import JobList
 from service.app import create_app
 from service.db.models import Asset, Job
 from service.db.types import utcnow
 from service.jobs.records import new_job_id, new_track_id
+from service.jobs.shape import JobOut
 from service.jobs.states import JobStatus
 from service.wiring import Container
 from tests.support.app import AUTH
@@ -42,6 +43,7 @@ EXPECTED_STATUSES = {
     ("get", "/v1/jobs/{job_id}/audit"): _SCOPED | {"200", "404", "409", "422"},
     ("post", "/v1/jobs/{job_id}/audit"): _SCOPED | {"200", "404", "409", "422"},
     ("post", "/v1/endpoints"): _SCOPED | {"201", "404", "413", "422"},
+    ("get", "/v1/endpoint-types"): _SCOPED | {"200"},
     ("get", "/v1/endpoints"): _SCOPED | {"200", "404", "422"},
     ("get", "/v1/endpoints/{endpoint_id}"): _SCOPED | {"200", "404", "422"},
     ("patch", "/v1/endpoints/{endpoint_id}"): _SCOPED | {"200", "404", "413", "422"},

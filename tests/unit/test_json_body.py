@@ -1,10 +1,10 @@
-"""service.api.json_body: strict JSON for untrusted bodies."""
+"""service.strict_json: strict JSON for untrusted bodies."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.api.json_body import MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
+from service.strict_json import MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
 
 
 @pytest.mark.parametrize(
