@@ -78,6 +78,9 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/archive_throughput.py --rtt-ms 20
 	$(BIN)/python bench/archive_memory.py
 	$(BIN)/python bench/ui_gallery.py
+# At 100,000 jobs (about a minute): the full million (plain `bench/scale.py`) takes
+# 4 to 7 minutes on the 2-core machine, more than the whole budget.
+	$(BIN)/python bench/scale.py --jobs 100000 --rounds 10
 	$(BIN)/python bench/events_latency.py
 
 # schemathesis over /openapi.json against gunicorn, 90 s on SQLite then 90 s on PostgreSQL;

@@ -11,6 +11,8 @@ from typing import Any
 
 from service import __version__
 from service.access import cli as access_cli
+from service.archive import cli as archive_cli
+from service.db import cli as db_cli
 from service.errors import ConfigError, GenvaultError
 from service.events import cli as events_cli
 
@@ -140,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     _archive_commands(sub)
     events_cli.add_parsers(sub)
     access_cli.add_parsers(sub, lambda: _settings(local=True))
+    archive_cli.add_parsers(sub, lambda: _settings(require_secrets=False, local=True))
+    db_cli.add_parsers(sub, lambda: _settings(require_secrets=False, local=True))
     return p
 
 

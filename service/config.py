@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     submit_uncertain_grace_seconds: float = Field(600.0, ge=0)
     resubmit_uncertain: bool = False
 
+    # Finished tasks, callbacks no job needs, and old events go after this many days
+    # (service/db/retention.py); 0 keeps everything.
+    retention_days: int = Field(30, ge=0)
+    retention_interval_seconds: float = Field(300.0, gt=0)
+
     nsfw_policy: NsfwPolicy = NsfwPolicy.ARCHIVE
     presign_expires_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
     ui_session_seconds: int = Field(8 * 3600, ge=60, le=30 * 24 * 3600)

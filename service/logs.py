@@ -52,3 +52,6 @@ def configure(level: str = "INFO", json_lines: bool | None = None) -> None:
     # Libraries that log request URLs at INFO would leak webhook tokens and presigned links.
     for noisy in ("urllib3", "botocore", "boto3", "werkzeug", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs several ERROR lines for each failed connect; the RabbitMQ adapter reports the
+    # classified failure itself, on the delivery attempt.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

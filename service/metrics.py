@@ -26,6 +26,12 @@ EVENT_DELIVERIES = Counter(
     "Event delivery attempts by outcome (succeeded, retry, failed, disabled)",
     ["outcome"],
 )
+EVENT_DELIVERIES_BY_TYPE = Counter(
+    "genvault_event_deliveries_by_type_total",
+    "Event delivery attempts by endpoint type (http sqs sns eventbridge rabbitmq nats redis) "
+    "and outcome",
+    ["endpoint_type", "outcome"],
+)
 EVENT_ATTEMPT_SECONDS = Histogram(
     "genvault_event_attempt_seconds",
     "Time of one event delivery attempt, connect to last byte",

@@ -20,9 +20,11 @@ from service.archive.pipeline import Archiver, ImageLimits, ImageStager
 from service.archive.thumbnails import Thumbnailer
 from service.config import Settings
 from service.db.models import Job
+from service.db.retention import Pruner
 from service.db.session import Database, make_engine
 from service.events.delivery import Deliverer
-from service.events.sender import Sender
+from service.events.destinations.base import AddressCheck, OpenContext
+from service.events.destinations.registry import Destinations
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
 from service.jobs.applying import CallbackApplier
@@ -124,6 +126,7 @@ class Container:
     wakeup: Wakeup | None = None
     # Set by an embedded worker (genvault dev) so new work starts without waiting a poll.
     wake_event: threading.Event | None = field(default=None, repr=False)
+    _destinations: Destinations | None = field(default=None, repr=False)
 
     def wake_workers(self) -> None:
         if self.wake_event is not None:
@@ -149,11 +152,10 @@ class Container:
             TaskKind.DELIVER_EVENT: Deliverer(
                 self.db,
                 self.store,
-                Sender(
-                    AddressPolicy(s.events_allowed_networks),
-                    timeout=s.events_timeout,
-                    user_agent=f"genvault/{__version__}",
-                ),
+                self.destinations(),
+                secret=s.secret,
+                public_url=s.public_url,
+                timeout=s.events_timeout,
                 schedule=s.events_retry_schedule,
                 disable_after=s.events_disable_after_seconds,
                 endpoint_concurrency=s.events_endpoint_concurrency,
@@ -176,14 +178,32 @@ class Container:
             policy=self.policy,
             concurrency=concurrency or s.worker_concurrency,
             poll_interval=s.worker_poll_interval,
-            periodic=[Periodic("reconcile", s.reconcile_interval_seconds, reconciler)],
+            periodic=[
+                Periodic("reconcile", s.reconcile_interval_seconds, reconciler),
+                Periodic("prune", s.retention_interval_seconds, Pruner(self.db, s.retention_days)),
+            ],
             abandon_writes=abandon_writes,
             wakeup=self.wakeup,
         )
         self.wake_event = worker.wake_event
         return worker
 
+    def destinations(self) -> Destinations:
+        """The worker process's opened endpoint destinations (closed with the container)."""
+        if self._destinations is None:
+            s = self.settings
+            self._destinations = Destinations(
+                OpenContext(
+                    AddressCheck(s.events_allowed_networks),
+                    timeout=s.events_timeout,
+                    user_agent=f"genvault/{__version__}",
+                )
+            )
+        return self._destinations
+
     def close(self) -> None:
+        if self._destinations is not None:
+            self._destinations.close()
         self.http.close()
         self.receiver.ingest.engine.dispose()
         if self.wakeup is not None:

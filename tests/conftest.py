@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.browser",
     "tests.support.receivers",
     "tests.support.pgcluster",
+    "tests.support.brokers",
 ]

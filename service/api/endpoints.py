@@ -322,6 +322,7 @@ def update(endpoint_id: str) -> tuple[Response, int]:
                 # Switched back on: it starts a fresh clock towards auto-disable.
                 endpoint.disabled_reason = None
                 endpoint.failing_since = None
+                endpoint.config_failures = 0
             else:
                 endpoint.disabled_reason = "disabled by an operator"
         endpoint.updated_at = datetime.now(UTC)
@@ -372,6 +373,7 @@ def _update_destination(endpoint: EventEndpoint, body: EndpointUpdate) -> dict[s
     )
     endpoint.config = dict(where.config or {})
     endpoints.set_secrets(endpoint, key, where.hidden)
+    endpoint.config_failures = 0  # a new configuration starts a fresh count
     return endpoint.config
 
 

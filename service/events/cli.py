@@ -42,10 +42,59 @@ def _print(args: argparse.Namespace, data: Any, line: Callable[[Any], str] | Non
         print(line(data))
 
 
+# Where a non-http endpoint sends, for the one-line listing.
+_WHERE_FIELDS = ("queue_url", "topic_arn", "event_bus_name", "url")
+ENDPOINT_TYPES = ("http", "sqs", "sns", "eventbridge", "rabbitmq", "nats", "redis")
+# Flags of `endpoints create` that fill the type's config or credentials (DESIGN.md names).
+CONFIG_FLAGS = (
+    "queue_url",
+    "topic_arn",
+    "event_bus_name",
+    "region",
+    "endpoint_url",
+    "exchange",
+    "routing_key",
+    "subject",
+    "stream",
+    "maxlen",
+)
+CREDENTIAL_FLAGS = ("access_key_id", "secret_access_key", "username", "password")
+
+
 def _endpoint_line(e: dict[str, Any]) -> str:
     state = "enabled " if e["enabled"] else "disabled"
     types = ",".join(e["event_types"]) if e["event_types"] else "*"
-    return f"{e['id']}  {state}  {e['url']}  [{types}]  {e.get('description') or ''}".rstrip()
+    kind = e.get("type", "http")
+    config = e.get("config") or {}
+    where = e.get("url") or next((config[k] for k in _WHERE_FIELDS if config.get(k)), "")
+    shown = where if kind == "http" else f"{kind}:{where}"
+    return f"{e['id']}  {state}  {shown}  [{types}]  {e.get('description') or ''}".rstrip()
+
+
+def _create_body(args: argparse.Namespace) -> dict[str, Any]:
+    """POST /v1/endpoints from the flags; ``--type job.archived`` still means an event type."""
+    given = args.type or []
+    kinds = [t for t in given if t in ENDPOINT_TYPES]
+    events = [t for t in given if t not in ENDPOINT_TYPES] + (args.event_type or [])
+    kind = kinds[-1] if kinds else "http"
+    body: dict[str, Any] = {
+        "type": kind,
+        "event_types": events or None,
+        "description": args.description,
+        "format": args.format,
+        "links": args.links,
+    }
+    config = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
+    credentials = {k: getattr(args, k) for k in CREDENTIAL_FLAGS if getattr(args, k) is not None}
+    if kind == "http":
+        body["url"] = args.url
+    elif args.url:
+        config["url"] = args.url
+    body["config"] = config or None
+    body["credentials"] = credentials or None
+    if kind == "http":
+        body.pop("type")  # exactly today's request for today's endpoints
+    return {k: v for k, v in body.items() if v}
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
@@ -55,8 +104,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
         data = api.call("GET", "/v1/endpoints")
         _print(args, data, lambda d: "\n".join(_endpoint_line(e) for e in d["endpoints"]))
     elif action == "create":
-        body = {"url": args.url, "event_types": args.type or None, "description": args.description}
-        data = api.call("POST", "/v1/endpoints", {k: v for k, v in body.items() if v})
+        data = api.call("POST", "/v1/endpoints", _create_body(args))
         _print(args, data, lambda d: f"{_endpoint_line(d)}\nsecret: {d['secret']}")
     elif action == "show":
         _print(args, api.call("GET", f"/v1/endpoints/{args.id}"), _endpoint_line)
@@ -204,10 +252,28 @@ def add_parsers(sub: Any) -> None:
     actions = p.add_subparsers(dest="action")
     p.set_defaults(func=cmd_endpoints, action="list")
     actions.add_parser("list")
-    c = actions.add_parser("create")
-    c.add_argument("url")
-    c.add_argument("--type", action="append", help="event type to receive (repeatable)")
+    c = actions.add_parser("create", help="http: a URL; or --type sqs --queue-url … and so on")
+    c.add_argument("url", nargs="?", help="http(s) URL, or a broker's URL (rabbitmq nats redis)")
+    c.add_argument(
+        "--type",
+        action="append",
+        help=f"endpoint type ({' '.join(ENDPOINT_TYPES)}); a dotted event type, as before, "
+        "means --event-type",
+    )
+    c.add_argument("--event-type", action="append", help="event type to receive (repeatable)")
     c.add_argument("--description")
+    c.add_argument("--format", choices=("standard", "cloudevents"))
+    c.add_argument("--links", choices=("fresh", "stable"))
+    for name in CONFIG_FLAGS:
+        c.add_argument(
+            "--" + name.replace("_", "-"), type=int if name == "maxlen" else str, default=None
+        )
+    for name in CREDENTIAL_FLAGS:
+        c.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help="stored encrypted; prefer a credential chain or a shell without history",
+        )
     for name in ("show", "delete", "enable", "disable", "secret", "rotate"):
         actions.add_parser(name).add_argument("id")
     r = actions.add_parser("recover", help="send failed deliveries since a time again")

@@ -5,11 +5,16 @@ answers Reschedule with the schedule's wait, so the queue only carries the task.
 may have at most ``endpoint_concurrency`` attempts on the wire at once; a task that finds it
 busy steps aside for a moment, so a hanging endpoint holds at most that many worker slots
 and every other endpoint keeps its deliveries flowing.
+
+The attempt goes out through the endpoint's destination (service.events.destinations): the
+same signed body and headers on every transport. What failed decides what follows: a
+``gone`` endpoint (HTTP 410) is disabled at once; ``configuration`` failures (a missing
+queue, refused credentials) disable it after CONFIGURATION_FAILURES_TO_DISABLE in a row;
+``transient`` ones after GENVAULT_EVENTS_DISABLE_AFTER_SECONDS without a success.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -24,9 +29,12 @@ from service import metrics
 from service.db.models import DeliveryAttempt, Event, EventDelivery, EventEndpoint
 from service.db.session import Database
 from service.db.types import utcnow
-from service.events import outbox, signing
-from service.events.sender import Answer, Sender
+from service.events import formats, outbox, signing
+from service.events.destinations import registry
+from service.events.destinations.base import Failure, Message, Outcome, Target
+from service.events.destinations.registry import Destinations
 from service.events.types import DeliveryStatus, EventType
+from service.security.sealing import SealError
 from service.storage.base import ArchiveStore
 from service.tasks.outcomes import Reschedule
 from service.tasks.queue import ClaimedTask
@@ -49,13 +57,14 @@ def busy_wait(claims: int) -> float:
 SLOT_MARGIN_SECONDS = 30.0
 
 
+# Configuration failures in a row (no success or other failure between) that disable an
+# endpoint: a missing queue or refused credentials will not fix themselves on a schedule.
+CONFIGURATION_FAILURES_TO_DISABLE = 3
+
+
 def event_body(event: Event, store: ArchiveStore, expires_in: int) -> bytes:
-    """The bytes sent and signed: ``{"type", "timestamp", "data"}``."""
-    data: dict[str, Any] = event.data
-    if event.type.startswith("job."):
-        data = outbox.with_links(data, store, expires_in)
-    body = {"type": event.type, "timestamp": event.created_at.isoformat(), "data": data}
-    return json.dumps(body, separators=(",", ":")).encode()
+    """The standard body with fresh links: ``{"type", "timestamp", "data"}``."""
+    return formats.event_body(event, store, expires_in)[0]
 
 
 def active_secrets(endpoint: EventEndpoint) -> list[str]:
@@ -88,15 +97,23 @@ def disable(session: Session, endpoint: EventEndpoint, reason: str) -> None:
 class _Claimed:
     delivery_id: int
     event: Event
-    url: str
     keys: list[str]
+    type: str
+    config: dict[str, Any] | None
+    sealed: str | None
+    url: str | None
+    format: str
+    links: str
 
 
 @dataclass
 class Deliverer:
     db: Database
     store: ArchiveStore
-    sender: Sender
+    destinations: Destinations
+    secret: bytes  # opens the endpoints' sealed credentials
+    public_url: str
+    timeout: float
     schedule: tuple[float, ...]
     disable_after: float
     endpoint_concurrency: int
@@ -108,13 +125,47 @@ class Deliverer:
         claimed = self._take_slot(event_id, endpoint_id, task.attempts)
         if isinstance(claimed, Reschedule) or claimed is None:
             return claimed
-        body = event_body(claimed.event, self.store, self.presign_expires)
-        headers = signing.headers(claimed.keys, claimed.event.id, body)
         started = time.monotonic()
-        answer = self.sender.post(claimed.url, headers, body)
+        outcome = self._send(endpoint_id, claimed)
         seconds = time.monotonic() - started
         metrics.EVENT_ATTEMPT_SECONDS.observe(seconds)
-        return self._record(claimed.delivery_id, endpoint_id, answer, seconds)
+        return self._record(claimed.delivery_id, endpoint_id, claimed.type, outcome, seconds)
+
+    def _send(self, endpoint_id: str, claimed: _Claimed) -> Outcome:
+        event = claimed.event
+        body, content_type = formats.event_body(
+            event,
+            self.store,
+            self.presign_expires,
+            format=claimed.format,
+            links=claimed.links,
+            public_url=self.public_url,
+        )
+        headers = signing.headers(claimed.keys, event.id, body)
+        message = Message(
+            event_id=event.id,
+            event_type=event.type,
+            project=event.project,
+            job_id=event.job_id,
+            body=body,
+            headers={**headers, "content-type": content_type},
+            content_type=content_type,
+        )
+        try:
+            target: Target = registry.target(
+                endpoint_id,
+                claimed.type,
+                claimed.config,
+                claimed.sealed,
+                self.secret,
+                url=claimed.url,
+            )
+        except SealError:
+            return Outcome.failed(
+                Failure.CONFIGURATION,
+                "the stored credentials do not open with this GENVAULT_SECRET_KEY",
+            )
+        return self.destinations.publish(target, message)
 
     def _take_slot(
         self, event_id: str, endpoint_id: str, claims: int
@@ -146,17 +197,25 @@ class Deliverer:
             ).scalar_one()
             if busy >= self.endpoint_concurrency:
                 return Reschedule(busy_wait(claims))
-            delivery.sending_until = now + timedelta(
-                seconds=self.sender.timeout + SLOT_MARGIN_SECONDS
-            )
+            delivery.sending_until = now + timedelta(seconds=self.timeout + SLOT_MARGIN_SECONDS)
             event = session.get(Event, event_id)
             if event is None:
                 return None
             session.expunge(event)
-            return _Claimed(delivery.id, event, endpoint.url, active_secrets(endpoint))
+            return _Claimed(
+                delivery.id,
+                event,
+                active_secrets(endpoint),
+                endpoint.type,
+                endpoint.config,
+                endpoint.credentials,
+                endpoint.url,
+                endpoint.format,
+                endpoint.links,
+            )
 
     def _record(
-        self, delivery_id: int, endpoint_id: str, answer: Answer, seconds: float
+        self, delivery_id: int, endpoint_id: str, kind: str, answer: Outcome, seconds: float
     ) -> Reschedule | None:
         now = utcnow()
         with self.db.transaction() as session:
@@ -170,8 +229,8 @@ class Deliverer:
                     at=now,
                     response_status=answer.status,
                     duration_ms=round(seconds * 1000),
-                    error=answer.error
-                    or (None if answer.ok else f"HTTP {answer.status} is not a success"),
+                    receipt=answer.receipt,
+                    error=_attempt_error(answer),
                 )
             )
             delivery.sending_until = None
@@ -182,35 +241,45 @@ class Deliverer:
                 delivery.next_attempt_at = None
                 endpoint.last_success_at = now
                 endpoint.failing_since = None
-                metrics.EVENT_DELIVERIES.labels("succeeded").inc()
+                endpoint.config_failures = 0
+                _count(kind, "succeeded")
                 return None
             metrics.EVENT_ENDPOINT_FAILURES.labels(endpoint_id).inc()
-            if answer.status == 410:
-                disable(session, endpoint, "the endpoint answered 410 Gone")
+            reason = self._disable_reason(endpoint, answer, now)
+            if reason is not None:
+                disable(session, endpoint, reason)
                 self._give_up(session, delivery, None, now)
-                metrics.EVENT_DELIVERIES.labels("disabled").inc()
-                return None
-            endpoint.failing_since = endpoint.failing_since or now
-            if (now - endpoint.failing_since).total_seconds() >= self.disable_after:
-                disable(
-                    session,
-                    endpoint,
-                    f"no successful delivery for {self.disable_after:g} seconds",
-                )
-                self._give_up(session, delivery, None, now)
-                metrics.EVENT_DELIVERIES.labels("disabled").inc()
+                _count(kind, "disabled")
                 return None
             if delivery.attempts > len(self.schedule):
                 self._give_up(session, delivery, None, now)
-                metrics.EVENT_DELIVERIES.labels("failed").inc()
+                _count(kind, "failed")
                 return None
             wait = self.schedule[delivery.attempts - 1]
             if answer.retry_after is not None:
                 # The receiver said when; but never later than the schedule's longest wait.
                 wait = min(answer.retry_after, max(self.schedule))
             delivery.next_attempt_at = now + timedelta(seconds=wait)
-            metrics.EVENT_DELIVERIES.labels("retry").inc()
+            _count(kind, "retry")
             return Reschedule(wait)
+
+    def _disable_reason(self, endpoint: EventEndpoint, answer: Outcome, now: Any) -> str | None:
+        """Why this failure turns the endpoint off, or None (and the streaks move on)."""
+        endpoint.failing_since = endpoint.failing_since or now
+        if answer.failure is Failure.GONE:
+            return "the endpoint answered 410 Gone"
+        if answer.failure is Failure.CONFIGURATION:
+            endpoint.config_failures += 1
+            if endpoint.config_failures >= CONFIGURATION_FAILURES_TO_DISABLE:
+                return (
+                    f"configuration error, {endpoint.config_failures} attempts in a row: "
+                    f"{answer.error}"
+                )
+        else:
+            endpoint.config_failures = 0
+        if (now - endpoint.failing_since).total_seconds() >= self.disable_after:
+            return f"no successful delivery for {self.disable_after:g} seconds"
+        return None
 
     @staticmethod
     def _give_up(session: Session, delivery: EventDelivery, error: str | None, now: Any) -> None:
@@ -228,3 +297,17 @@ class Deliverer:
                     error=error,
                 )
             )
+
+
+def _attempt_error(answer: Outcome) -> str | None:
+    if answer.ok:
+        return None
+    error = answer.error or f"HTTP {answer.status} is not a success"
+    if answer.failure is Failure.CONFIGURATION:
+        return f"configuration: {error}"
+    return error
+
+
+def _count(kind: str, outcome: str) -> None:
+    metrics.EVENT_DELIVERIES.labels(outcome).inc()
+    metrics.EVENT_DELIVERIES_BY_TYPE.labels(kind, outcome).inc()

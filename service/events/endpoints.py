@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -16,6 +18,7 @@ from service.events.sender import check_address
 from service.events.types import DeliveryStatus, new_endpoint_id
 from service.fetch.pinned import Resolver, system_resolver
 from service.fetch.policy import AddressPolicy, DownloadRefused, parse_target
+from service.security import sealing
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 
@@ -29,16 +32,40 @@ _RULE_TEXT = {
 }
 
 
-def check_url(url: str, addresses: AddressPolicy, resolve: Resolver = system_resolver) -> None:
+def check_url(
+    url: str,
+    addresses: AddressPolicy,
+    resolve: Resolver = system_resolver,
+    *,
+    field_name: str = "url",
+) -> None:
     """Refuse a URL the sender would refuse, with a 422 naming the rule."""
     try:
         check_address(parse_target(url), addresses, resolve)
     except DownloadRefused as exc:
-        text = _RULE_TEXT.get(exc.rule, f"resolves to an address refused by the {exc.rule} rule")
-        message = (
-            f"{text} (rule {exc.rule}; GENVAULT_EVENTS_ALLOWED_NETWORKS admits private networks)"
-        )
-        raise InvalidRequest([FieldError("url", message)], f"url refused: {exc.rule}") from None
+        raise refused(field_name, exc) from None
+
+
+def check_host(
+    host: str,
+    port: int,
+    addresses: AddressPolicy,
+    resolve: Resolver = system_resolver,
+    *,
+    field_name: str,
+) -> None:
+    """Refuse a broker host the address policy refuses, with a 422 naming the rule."""
+    bracketed = f"[{host}]" if ":" in host else host
+    try:
+        check_address(parse_target(f"http://{bracketed}:{port}/"), addresses, resolve)
+    except DownloadRefused as exc:
+        raise refused(field_name, exc) from None
+
+
+def refused(field_name: str, exc: DownloadRefused) -> InvalidRequest:
+    text = _RULE_TEXT.get(exc.rule, f"resolves to an address refused by the {exc.rule} rule")
+    message = f"{text} (rule {exc.rule}; GENVAULT_EVENTS_ALLOWED_NETWORKS admits private networks)"
+    return InvalidRequest([FieldError(field_name, message)], f"{field_name} refused: {exc.rule}")
 
 
 def get(session: Session, endpoint_id: str, *, for_update: bool = False) -> EventEndpoint:
@@ -48,18 +75,40 @@ def get(session: Session, endpoint_id: str, *, for_update: bool = False) -> Even
     return endpoint
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where an endpoint sends, checked: its type, its URL (http) or config, its secrets."""
+
+    type: str = "http"
+    url: str | None = None
+    config: Mapping[str, Any] | None = None  # userinfo masked
+    hidden: Mapping[str, str] = field(default_factory=dict)  # credentials, real URLs
+    format: str = "standard"
+    links: str = "fresh"
+
+
 def create(
     session: Session,
     project: str,
-    url: str,
+    where: Where | str,
     event_types: Sequence[str] | None,
     description: str | None,
+    sealing_key: bytes | None = None,
 ) -> EventEndpoint:
+    """A new endpoint; ``where`` is an http URL, or any type's checked destination."""
+    if isinstance(where, str):
+        where = Where(url=where)
     now = utcnow()
+    endpoint_id = new_endpoint_id()
     endpoint = EventEndpoint(
-        id=new_endpoint_id(),
+        id=endpoint_id,
         project=project,
-        url=url,
+        url=where.url,
+        type=where.type,
+        config=dict(where.config) if where.config is not None else None,
+        credentials=_sealed(sealing_key, endpoint_id, where.hidden),
+        format=where.format,
+        links=where.links,
         event_types=list(event_types) if event_types is not None else None,
         description=description,
         enabled=True,
@@ -69,6 +118,24 @@ def create(
     )
     session.add(endpoint)
     return endpoint
+
+
+def _sealed(key: bytes | None, endpoint_id: str, hidden: Mapping[str, str]) -> str | None:
+    if not hidden:
+        return None
+    if key is None:
+        raise ValueError("credentials need the server secret to be sealed")
+    return sealing.seal(key, hidden, endpoint_id)
+
+
+def set_secrets(endpoint: EventEndpoint, key: bytes, hidden: Mapping[str, str] | None) -> None:
+    """Replace what is sealed on an endpoint (None or empty: nothing is)."""
+    endpoint.credentials = _sealed(key, endpoint.id, hidden or {})
+
+
+def opened(endpoint: EventEndpoint, key: bytes) -> dict[str, str]:
+    """What is sealed on an endpoint, opened (for a PATCH that keeps part of it)."""
+    return sealing.unseal(key, endpoint.credentials, endpoint.id) if endpoint.credentials else {}
 
 
 def remove(session: Session, endpoint_id: str) -> None:

@@ -18,11 +18,11 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from service.api.views import job_json
 from service.db.models import Asset, Event, EventDelivery, EventEndpoint, Job, Task
 from service.db.session import Database
 from service.db.types import utcnow
 from service.events.types import DeliveryStatus, EventType, new_event_id
+from service.jobs.shape import job_json
 from service.jobs.states import JobStatus
 from service.storage.base import ArchiveStore
 from service.tasks.kinds import TaskKind

@@ -65,7 +65,13 @@ class Sender:
         self._resolve = resolver
         self._ca_certs = ca_certs
 
-    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
+    def post(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        content_type: str = "application/json",
+    ) -> Answer:
         deadline = time.monotonic() + self.timeout
         try:
             target = parse_target(url)
@@ -79,9 +85,9 @@ class Sender:
                 target.request_target,
                 body=body,
                 headers={
-                    **headers,
+                    **{k: v for k, v in headers.items() if k.lower() != "content-type"},
                     "Host": target.host_header,
-                    "Content-Type": "application/json",
+                    "Content-Type": content_type,
                     "User-Agent": self.user_agent,
                     "Accept-Encoding": "identity",
                 },

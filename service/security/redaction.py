@@ -19,7 +19,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 REDACTED = "[redacted]"
 
 _SECRET_NAMES = re.compile(
-    r"^(key|api_?key|.*_key|token|.*_token|authorization|secret|.*_secret|password|sig|signature"
+    r"^(key|api_?key|.*_key|token|.*_token|authorization|secret|.*_secret|password|credentials?"
+    r"|access_key_id|sig|signature"
     r"|x-amz-signature|x-amz-credential|x-amz-security-token)$",
     re.IGNORECASE,
 )

@@ -27,6 +27,18 @@ class TimelineEntry:
     tone: str = ""  # "ok" | "bad" | "wait" | "": how the page colours it
 
 
+_WHERE_FIELDS = ("queue_url", "topic_arn", "event_bus_name", "url", "stream", "subject")
+
+
+def where(endpoint: EventEndpoint) -> str:
+    """Where an endpoint sends: its URL, or its type and queue, topic, bus (userinfo masked)."""
+    if endpoint.type == "http" or not endpoint.config:
+        return endpoint.url or ""
+    config = endpoint.config
+    target = next((str(config[k]) for k in _WHERE_FIELDS if config.get(k)), "")
+    return f"{endpoint.type}:{target}"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -41,7 +53,7 @@ def job_timeline(session: Session, job_id: str) -> list[TimelineEntry]:
     if not events:
         return []
     deliveries = session.execute(
-        select(EventDelivery, EventEndpoint.url)
+        select(EventDelivery, EventEndpoint)
         .join(EventEndpoint, EventEndpoint.id == EventDelivery.endpoint_id)
         .where(EventDelivery.event_id.in_([e.id for e in events]))
         .order_by(EventDelivery.id)
@@ -56,7 +68,8 @@ def job_timeline(session: Session, job_id: str) -> list[TimelineEntry]:
             attempts[a.delivery_id].append(a)
     types = {e.id: e.type for e in events}
     entries = [TimelineEntry(e.created_at, f"event {e.type}") for e in events]
-    for delivery, url in deliveries:
+    for delivery, endpoint in deliveries:
+        url = where(endpoint)
         tried = attempts[delivery.id]
         kind = types[delivery.event_id]
         count = _plural(len(tried), "attempt")
@@ -87,6 +100,10 @@ class EndpointHealth:
     endpoint: EventEndpoint
     counts: dict[str, int] = field(default_factory=dict)  # by status, created in the window
     oldest_pending: datetime | None = None  # of any age
+
+    @property
+    def where(self) -> str:
+        return where(self.endpoint)
 
     @property
     def succeeded(self) -> int:

@@ -9,13 +9,14 @@ every job.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy import false, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
+from service.db import search
 from service.db.models import DEFAULT_PROJECT, Asset, Callback, Job, Task
 from service.jobs import operator_retry
 from service.jobs.states import JobStatus
@@ -33,11 +34,6 @@ def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 @dataclass(frozen=True)
 class Filters:
     project: str = DEFAULT_PROJECT
@@ -47,7 +43,8 @@ class Filters:
     until: date | None = None
     q: str | None = None
 
-    def where(self) -> list[Any]:
+    def where(self, dialect: str) -> list[Any]:
+        """The WHERE clauses on ``jobs``; ``dialect`` picks the search index to read."""
         clauses: list[Any] = [Job.project == self.project]
         if self.status is not None:
             clauses.append(Job.status == self.status)
@@ -57,14 +54,8 @@ class Filters:
             clauses.append(Job.id >= id_at(_day_start(self.since)))
         if self.until is not None:  # inclusive: the whole of that day
             clauses.append(Job.id < id_at(_day_start(self.until) + timedelta(days=1)))
-        if self.q:
-            pattern = _like_pattern(self.q)
-            clauses.append(
-                or_(
-                    Job.params["prompt"].as_string().ilike(pattern, escape="\\"),
-                    cast(Job.meta, Text).ilike(pattern, escape="\\"),
-                )
-            )
+        if self.q:  # whole words, from the index (service/db/search.py)
+            clauses.append(search.matches(dialect, self.q))
         return clauses
 
 
@@ -78,9 +69,14 @@ class Page:
 def gallery_page(
     session: Session, filters: Filters, cursor: str | None, limit: int = PAGE_SIZE
 ) -> Page:
-    stmt = select(Job).where(*filters.where()).order_by(Job.id.desc()).limit(limit + 1)
+    dialect = session.get_bind().dialect.name
+    where = filters.where(dialect)
     if cursor:
-        stmt = stmt.where(Job.id < cursor)
+        where.append(Job.id < cursor)
+    if filters.q:
+        plain = replace(filters, q=None).where(dialect) + where[len(where) - bool(cursor) :]
+        where = [_search(session, dialect, filters.q, plain, limit + 1)]
+    stmt = select(Job).where(*where).order_by(Job.id.desc()).limit(limit + 1)
     jobs = list(session.execute(stmt).scalars())
     more = len(jobs) > limit
     jobs = jobs[:limit]
@@ -94,6 +90,70 @@ def gallery_page(
         for asset in rows:
             thumbs[asset.job_id].append(asset)
     return Page(jobs, thumbs, jobs[-1].id if more else None)
+
+
+# How many of the newest jobs a search reads in order before it asks the index instead, and
+# how many matches the index may return before the word counts as common.
+SEARCH_SCAN = 1000
+SEARCH_MATCHES = 10_000
+
+
+def _search(session: Session, dialect: str, q: str, where: list[Any], want: int) -> Any:
+    """The jobs of the page for ``q``, as a WHERE clause, whether the word is rare or common.
+
+    Neither planner can tell a rare word from a common one (PostgreSQL's statistics keep only
+    the frequent words; SQLite has none), so each search takes bounded steps. A common word
+    fills the page from the newest jobs in order; a rare one is found through the index and
+    its matches sorted; one with more than SEARCH_MATCHES matches, none of them among the
+    newest, is read in order again. Whatever the step, the answer is complete.
+    """
+    if dialect == "postgresql":
+        # 1. The newest SEARCH_SCAN jobs, in order, each matched against the words.
+        newest = (
+            select(Job.id, literal_column(search.PG_VECTOR).label("words"))
+            .where(*where)
+            .order_by(Job.id.desc())
+            .limit(SEARCH_SCAN)
+            .subquery()
+        )
+        ids = list(
+            session.execute(
+                select(newest.c.id)
+                .where(newest.c.words.bool_op("@@")(search.pg_tsquery(q)))
+                .order_by(newest.c.id.desc())
+                .limit(want)
+            ).scalars()
+        )
+        if len(ids) == want:
+            return Job.id.in_(ids)
+        # 2. Not a page among them: up to SEARCH_MATCHES matches off the GIN index, in any
+        # order (MATERIALIZED keeps the planner from turning it back into an ordered scan
+        # that reads every job for a rare word), then sorted here.
+        matched = (
+            select(Job.id)
+            .where(*where, search.matches(dialect, q))
+            .limit(SEARCH_MATCHES)
+            .cte("matched")
+            .prefix_with("MATERIALIZED")
+        )
+        ids = list(session.execute(select(matched.c.id)).scalars())
+        if len(ids) < SEARCH_MATCHES:  # every match: the page is its newest
+            return Job.id.in_(sorted(ids, reverse=True)[:want])
+        # 3. A common word, just not among the newest jobs: in order, filtered, to the page.
+        return search.matches(dialect, q)
+    # SQLite: up to SEARCH_SCAN matches off the FTS5 index; fewer is every match.
+    query = search.fts5_query(q)
+    if query is None:
+        return false()
+    ids = list(
+        session.execute(
+            text("SELECT job_id FROM jobs_fts WHERE jobs_fts MATCH :q LIMIT :n"),
+            {"q": query, "n": SEARCH_SCAN},
+        ).scalars()
+    )
+    if len(ids) < SEARCH_SCAN:
+        return Job.id.in_(ids)
+    return search.matches(dialect, q)  # a common word: the page fills from the newest jobs
 
 
 @dataclass

@@ -317,6 +317,7 @@ MATRIX: dict[str, Row] = {
         _in_body({"url": HOOK_URL}),
     ),
     "endpoints_index": Row(Scope.EVENTS_READ, 200, lambda w: Call(), _in_query),
+    "endpoints_types": Row(Scope.EVENTS_READ, 200, lambda w: Call()),
     "endpoints_show": Row(
         Scope.EVENTS_READ, 200, lambda w: _endpoint(w.alpha.endpoint), _other_endpoint()
     ),

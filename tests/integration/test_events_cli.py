@@ -93,6 +93,52 @@ def test_endpoints_and_events_commands(
         assert records.get_job(session, job_id).status is JobStatus.FAILED
 
 
+def test_endpoints_create_takes_each_type_by_flags(
+    served: Container, capsys: pytest.CaptureFixture[str], s3_endpoint: str
+) -> None:
+    queue = f"{s3_endpoint}/123456789012/genvault-cli"
+    code, out, err = run(
+        capsys,
+        "endpoints",
+        "--json",
+        "create",
+        "--type",
+        "sqs",
+        "--queue-url",
+        queue,
+        "--region",
+        "eu-west-1",
+        "--endpoint-url",
+        s3_endpoint,
+        "--access-key-id",
+        "AKIAGENVAULTCLITEST1",
+        "--secret-access-key",
+        "cli-secret-never-shown",
+        "--format",
+        "cloudevents",
+        "--links",
+        "stable",
+        "--type",
+        "job.archived",
+    )
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["type"] == "sqs"
+    assert created["config"] == {
+        "queue_url": queue,
+        "region": "eu-west-1",
+        "endpoint_url": s3_endpoint,
+    }
+    assert (created["format"], created["links"]) == ("cloudevents", "stable")
+    assert created["event_types"] == ["job.archived"]
+    assert "cli-secret-never-shown" not in out
+    code, out, _ = run(capsys, "endpoints")
+    assert f"sqs:{queue}" in out
+    code, out, err = run(capsys, "endpoints", "create", "--type", "sns", "--region", "eu-west-1")
+    assert code == 1
+    assert "config.topic_arn" in err
+
+
 def test_errors_are_one_line_and_exit_1_like_the_other_client_commands(
     served: Container, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from service.db import search
 from service.db.migrate import upgrade
 from service.db.models import Base
 from service.db.session import make_engine
@@ -36,7 +39,13 @@ def test_migrations_match_the_models_and_keep_what_existed(database_url: str) ->
             conn.execute(text(_job("j1")))
         upgrade(engine)
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            # FTS5 tables (SQLite's search index, migration 0009) are outside the models.
+            context = MigrationContext.configure(conn, opts={"include_name": search.include_name})
+            with warnings.catch_warnings():
+                # The PostgreSQL-only expression index (ddl_if) is compared on PostgreSQL;
+                # alembic cannot reflect expression indexes on SQLite and says so.
+                warnings.filterwarnings("ignore", f".*expression-based index '{search.PG_INDEX}'")
+                assert compare_metadata(context, Base.metadata) == []
         with engine.begin() as conn:
             # What existed belongs to the default project.
             assert conn.execute(text("SELECT project FROM jobs")).scalar_one() == "default"

@@ -198,10 +198,13 @@ def test_gallery_pages_are_read_off_an_index_not_sorted(tmp_path: Path) -> None:
             Filters(status=JobStatus.FAILED): "ix_jobs_project_status_id",
             Filters(endpoint="modelslab/text2img"): "ix_jobs_project_endpoint_id",
             Filters(status=JobStatus.FAILED, since=date(2026, 1, 1)): "ix_jobs_project_status_id",
+            # q reads the FTS5 table (migration 0009) for the matching ids, then the page
+            # in id order off the primary key.
             Filters(q="fox"): "ix_jobs_project_id",
         }
         for filters, index in cases.items():
-            stmt = select(Job).where(*filters.where(), Job.id < "f").order_by(Job.id.desc())
+            where = filters.where("sqlite")
+            stmt = select(Job).where(*where, Job.id < "f").order_by(Job.id.desc())
             sql = stmt.limit(49).compile(c.db.engine, compile_kwargs={"literal_binds": True})
             with c.db.engine.connect() as conn:
                 plan = " | ".join(r[-1] for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
@@ -381,6 +384,8 @@ def test_operations_show_endpoint_delivery_health(
     off = _endpoint(
         container, "https://gone.example.com/", enabled=False, disabled_reason="answered 410 Gone"
     )
+    queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/genvault"
+    sqs = _endpoint(container, "-", type="sqs", config={"queue_url": queue, "region": "eu-west-1"})
     for prompt in ("one", "two", "three"):
         _archive(container, _job(container, prompt))
     with container.db.transaction() as s:
@@ -408,6 +413,10 @@ def test_operations_show_endpoint_delivery_health(
     assert row, page
     cells = row.group(1)
     assert "https://crm.example.com/hooks" in cells and "the CRM" in cells and "enabled" in cells
+    assert '<td class="endpoint-type">http</td>' in cells
+    queued = re.search(rf'<tr data-endpoint-id="{sqs}">(.*?)</tr>', page, re.S)
+    assert queued and f"sqs:{queue}" in queued.group(1)
+    assert '<td class="endpoint-type">sqs</td>' in queued.group(1)
     assert '<td class="n-succeeded">2</td>' in cells
     assert '<td class="n-failed">1</td>' in cells
     assert '<td class="n-pending">2</td>' in cells  # the two-day-old one is outside the window

@@ -97,7 +97,7 @@ class Opener(Protocol):
 
 
 class AddressCheck(policy.AddressPolicy):
-    """The events address policy (GENVAULT_EVENTS_ALLOWED_NETWORKS) with a resolver.
+    """The events address policy (GENVAULT_EVENTS_ALLOWED_NETWORKS) with its resolver.
 
     Broker hosts and AWS endpoint_urls pass it as HTTP endpoints do, or an endpoint would be
     a way into the private network. Both checks raise ``DownloadRefused`` naming the rule.
@@ -109,21 +109,25 @@ class AddressCheck(policy.AddressPolicy):
         resolve: Resolver = system_resolver,
     ) -> None:
         super().__init__(allowed_networks)
-        self._resolve = resolve
+        self.resolve = resolve
 
     def check_host(self, host: str, port: int) -> policy.IPAddress:
         """The checked address to connect to for ``host:port``."""
-        return self.check_target(policy.parse_target(f"http://{_bracketed(host)}:{port}/"))
+        return check_url(self, f"http://{_bracketed(host)}:{port}/")
 
     def check_url(self, url: str) -> policy.IPAddress:
         """An http(s) URL without userinfo (an AWS endpoint_url), resolved and checked."""
-        return self.check_target(policy.parse_target(url))
+        return check_url(self, url)
 
-    def check_target(self, target: policy.Target) -> policy.IPAddress:
-        try:
-            return checked_address(target, self, self._resolve)
-        except (OSError, UnicodeError, NoAddresses):
-            raise policy.DownloadRefused("unresolvable", target.host) from None
+
+def check_url(addresses: policy.AddressPolicy, url: str) -> policy.IPAddress:
+    """The one checked address of an http(s) URL; DownloadRefused naming the rule."""
+    resolve = addresses.resolve if isinstance(addresses, AddressCheck) else system_resolver
+    target = policy.parse_target(url)
+    try:
+        return checked_address(target, addresses, resolve)
+    except (OSError, UnicodeError, NoAddresses):
+        raise policy.DownloadRefused("unresolvable", target.host) from None
 
 
 def _bracketed(host: str) -> str:
@@ -137,7 +141,7 @@ class OpenContext:
     # Broker hosts and AWS endpoint_urls pass the same address policy as HTTP endpoints:
     # ``addresses.check_host(host, port)`` raises DownloadRefused (naming the rule) when
     # refused, and answers the one checked address to connect to.
-    addresses: AddressCheck
+    addresses: policy.AddressPolicy  # an AddressCheck in the worker (it carries the resolver)
     timeout: float  # seconds for one attempt, connect to confirmation
     user_agent: str = "genvault"
 
