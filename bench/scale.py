@@ -11,7 +11,8 @@ so that the shared machine's load falls on both alike, from outside:
   - GET /v1/jobs?limit=50 and GET /v1/jobs?status=failed&limit=50   (median of --rounds)
   - the gallery's first page, and its q for a rare word (one job), a common one (every
     job) and one clone's own word
-  - no-op task claims per second: one in-process Worker, --tasks due tasks (median of 3)
+  - no-op task claims per second: one in-process Worker, --tasks due tasks (median of 3;
+    enough that the worker's start is not the figure)
   - webhook ingest: wrk -t2 -c32 for --wrk-seconds, each request a new success callback for
     a fresh job (median of 2; those jobs are deleted again afterwards)
 
@@ -430,7 +431,7 @@ def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs cloned in SQL")
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--wrk-seconds", type=int, default=4)
     args = parser.parse_args()
     try:

@@ -20,9 +20,14 @@ from sqlalchemy import ColumnElement, column, false, literal_column, select, tab
 PG_INDEX = "ix_jobs_search"
 # The index expression, written as alembic normalises what PostgreSQL prints back
 # (pg_get_indexdef), so its comparison of the model with the database sees the same text.
+# A JSON string may hold \u0000, which PostgreSQL's text cannot: decoding it would fail the
+# job's INSERT, so each \u0000 escape becomes \u0020 (a space) first. Same length and shape,
+# so the JSON stays valid even where the backslash was itself escaped ("\\u0000").
 PG_VECTOR = (
-    "(to_tsvector('simple'::regconfig, COALESCE(params ->> 'prompt'::text, ''::text))"
-    " || json_to_tsvector('simple'::regconfig, metadata, '[\"string\", \"numeric\"]'::jsonb))"
+    "(to_tsvector('simple'::regconfig, COALESCE(replace(params::text, '\\u0000'::text,"
+    " '\\u0020'::text)::json ->> 'prompt'::text, ''::text))"
+    " || json_to_tsvector('simple'::regconfig, replace(metadata::text, '\\u0000'::text,"
+    " '\\u0020'::text)::json, '[\"string\", \"numeric\"]'::jsonb))"
 )
 
 SQLITE_TABLE = (
