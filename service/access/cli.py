@@ -43,7 +43,7 @@ def _created(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 def _bootstrap(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from service.access import issuing
-    from service.access.audit_log import AuditAction, Origin, record
+    from service.access.audit_log import Origin
     from service.access.principal import Principal
     from service.access.scopes import ALL_SCOPES, Role, Scope
     from service.db.session import Database, make_engine
@@ -57,22 +57,14 @@ def _bootstrap(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     )
     try:
         with db.transaction() as session:
-            issued = issuing.issue(
+            issued = issuing.issue_audited(
                 session,
                 settings.secret,
                 operator,
                 issuing.KeyRequest(args.name, project, scopes, args.expires_in_days),
+                origin=Origin(),
                 default_days=settings.key_default_days,
                 max_days=settings.key_max_days,
-            )
-            record(
-                session,
-                AuditAction.KEY_CREATE,
-                actor=operator.actor,
-                project=project,
-                target=issued.row.id,
-                origin=Origin(),
-                changes={"name": args.name, "scopes": sorted(scopes), "bootstrap": True},
             )
         row = issued.row
         return {

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from service.access import permissions, store
+from service.access.audit_log import AuditAction, Origin, record
 from service.access.principal import Principal
 from service.access.scopes import ROLE_SCOPES, Role, Scope
 from service.access.store import IssuedKey
@@ -70,6 +71,42 @@ def issue(
         created_by=creator.actor,
         lifetime=timedelta(days=days),
     )
+
+
+def issue_audited(
+    session: Session,
+    server_secret: bytes,
+    creator: Principal,
+    request: KeyRequest,
+    *,
+    origin: Origin,
+    default_days: int,
+    max_days: int,
+) -> IssuedKey:
+    """Issue the key and write its ``key.create`` audit row, in ``session`` (API, dashboard
+    and ``keys create --bootstrap`` alike: one way to make a key)."""
+    issued = issue(
+        session,
+        server_secret,
+        creator,
+        request,
+        default_days=default_days,
+        max_days=max_days,
+    )
+    record(
+        session,
+        AuditAction.KEY_CREATE,
+        actor=creator.actor,
+        project=request.project,
+        target=issued.row.id,
+        origin=origin,
+        changes={
+            "name": request.name,
+            "scopes": sorted(request.scopes),
+            "expires_at": issued.row.expires_at.isoformat(),
+        },
+    )
+    return issued
 
 
 def revocable(session: Session, caller: Principal, key_id: str) -> ApiKey:

@@ -179,24 +179,14 @@ def create_key() -> tuple[Response, int]:
         expires_in_days=body.expires_in_days,
     )
     with c.db.transaction() as session:
-        issued = issuing.issue(
+        issued = issuing.issue_audited(
             session,
             c.settings.secret,
             caller,
             wanted,
+            origin=auth.origin(),
             default_days=c.settings.key_default_days,
             max_days=c.settings.key_max_days,
-        )
-        auth.audit(
-            session,
-            AuditAction.KEY_CREATE,
-            project=project,
-            target=issued.row.id,
-            changes={
-                "name": body.name,
-                "scopes": sorted(wanted.scopes),
-                "expires_at": issued.row.expires_at.isoformat(),
-            },
         )
     return respond(KeyCreated(**_key_out(issued.row).model_dump(), key=issued.key), 201)
 

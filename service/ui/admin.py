@@ -148,29 +148,16 @@ def _issue(caller: Principal, body: KeyCreate) -> IssuedKey:
         scopes=issuing.scopes_of(body.scopes, body.role),
         expires_in_days=body.expires_in_days,
     )
-    with c.db.transaction() as session:
-        issued = issuing.issue(
+    with c.db.transaction() as session:  # commits as the with ends, return or not
+        return issuing.issue_audited(
             session,
             c.settings.secret,
             caller,
             wanted,
+            origin=_origin(),
             default_days=c.settings.key_default_days,
             max_days=c.settings.key_max_days,
         )
-        record(
-            session,
-            AuditAction.KEY_CREATE,
-            actor=caller.actor,
-            project=project,
-            target=issued.row.id,
-            origin=_origin(),
-            changes={
-                "name": body.name,
-                "scopes": sorted(wanted.scopes),
-                "expires_at": issued.row.expires_at.isoformat(),
-            },
-        )
-    return issued
 
 
 @bp.post("/keys/<key_id>/revoke", endpoint="revoke_key")

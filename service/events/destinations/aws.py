@@ -126,6 +126,27 @@ def group_id(message: Message) -> str:
     return message.job_id or message.event_id
 
 
+def send_message(
+    service: str, call: Any, request: dict[str, Any], message: Message, *, fifo: bool
+) -> Outcome:
+    """One SQS SendMessage or SNS Publish: the event's attributes (and on a FIFO queue or
+    topic its group and dedupe ids) added to ``request``; success is a MessageId."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    request = {**request, "MessageAttributes": attributes(message)}
+    if fifo:
+        request["MessageGroupId"] = group_id(message)
+        request["MessageDeduplicationId"] = message.event_id
+    try:
+        answer = call(**request)
+    except (BotoCoreError, ClientError) as exc:
+        return failed(exc)
+    receipt = answer.get("MessageId")
+    if not receipt:
+        return Outcome.failed(Failure.TRANSIENT, f"{service} answered without a MessageId")
+    return Outcome.success(receipt=str(receipt))
+
+
 def failed(exc: Exception) -> Outcome:
     """A botocore error as an outcome: configuration, or transient (the schedule retries)."""
     from botocore import exceptions as boto_errors

@@ -13,7 +13,6 @@ from pydantic import Field
 from service.events.destinations import aws
 from service.events.destinations.base import (
     DestinationType,
-    Failure,
     Message,
     OpenContext,
     Outcome,
@@ -37,24 +36,8 @@ class SnsDestination:
         self.client = client
 
     def publish(self, message: Message) -> Outcome:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        request: dict[str, Any] = {
-            "TopicArn": self.topic_arn,
-            "Message": message.body.decode(),
-            "MessageAttributes": aws.attributes(message),
-        }
-        if self.fifo:
-            request["MessageGroupId"] = aws.group_id(message)
-            request["MessageDeduplicationId"] = message.event_id
-        try:
-            answer = self.client.publish(**request)
-        except (BotoCoreError, ClientError) as exc:
-            return aws.failed(exc)
-        receipt = answer.get("MessageId")
-        if not receipt:
-            return Outcome.failed(Failure.TRANSIENT, "SNS answered without a MessageId")
-        return Outcome.success(receipt=str(receipt))
+        request = {"TopicArn": self.topic_arn, "Message": message.body.decode()}
+        return aws.send_message("SNS", self.client.publish, request, message, fifo=self.fifo)
 
     def close(self) -> None:
         self.client.close()

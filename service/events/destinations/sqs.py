@@ -15,7 +15,6 @@ from pydantic import Field
 from service.events.destinations import aws
 from service.events.destinations.base import (
     DestinationType,
-    Failure,
     Message,
     OpenContext,
     Outcome,
@@ -39,24 +38,8 @@ class SqsDestination:
         self.client = client
 
     def publish(self, message: Message) -> Outcome:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        request: dict[str, Any] = {
-            "QueueUrl": self.queue_url,
-            "MessageBody": message.body.decode(),
-            "MessageAttributes": aws.attributes(message),
-        }
-        if self.fifo:
-            request["MessageGroupId"] = aws.group_id(message)
-            request["MessageDeduplicationId"] = message.event_id
-        try:
-            answer = self.client.send_message(**request)
-        except (BotoCoreError, ClientError) as exc:
-            return aws.failed(exc)
-        receipt = answer.get("MessageId")
-        if not receipt:
-            return Outcome.failed(Failure.TRANSIENT, "SQS answered without a MessageId")
-        return Outcome.success(receipt=str(receipt))
+        request = {"QueueUrl": self.queue_url, "MessageBody": message.body.decode()}
+        return aws.send_message("SQS", self.client.send_message, request, message, fifo=self.fifo)
 
     def close(self) -> None:
         self.client.close()
