@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,12 +36,22 @@ class AuditAction(enum.StrEnum):
     SIGNIN_REFUSED = "signin.refused"
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a request came from, for its audit row."""
 
     remote_addr: str | None = None
     request_id: str | None = None
+
+    @classmethod
+    def of(cls, remote_addr: str | None, given_request_id: str | None) -> Origin:
+        """A request's origin: the caller's X-Request-Id when it is sane, else a new id."""
+        given = given_request_id or ""
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        return cls(remote_addr=remote_addr, request_id=request_id)
 
 
 def record(

@@ -123,3 +123,18 @@ def revocable(session: Session, caller: Principal, key_id: str) -> ApiKey:
     elif not caller.is_admin:
         raise permissions.missing(Scope.KEYS_WRITE)
     return row
+
+
+def revoke_audited(session: Session, caller: Principal, key_id: str, origin: Origin) -> ApiKey:
+    """Revoke the key ``caller`` may revoke and write its ``key.revoke`` audit row."""
+    row = revocable(session, caller, key_id)
+    store.revoke_key(session, row)
+    record(
+        session,
+        AuditAction.KEY_REVOKE,
+        actor=caller.actor,
+        project=row.project,
+        target=key_id,
+        origin=origin,
+    )
+    return row

@@ -12,6 +12,7 @@ from sqlalchemy import Row, Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.access import keys
+from service.access.audit_log import AuditAction, Origin, record
 from service.access.principal import Principal
 from service.access.scopes import Scope
 from service.db.models import ApiKey, Project
@@ -25,13 +26,25 @@ SLUG = re.compile(r"[a-z0-9-]{1,40}")
 LAST_USED_EVERY = timedelta(seconds=60)
 
 
-def create_project(session: Session, slug: str, name: str, created_by: str) -> Project:
+def create_project(
+    session: Session, slug: str, name: str, *, creator: Principal, origin: Origin
+) -> Project:
+    """The project and its ``project.create`` audit row (API and dashboard alike)."""
     if not SLUG.fullmatch(slug):
         raise InvalidRequest([FieldError("slug", "must match [a-z0-9-]{1,40}")])
     if session.get(Project, slug) is not None:
         raise Conflict(f"a project {slug} exists already")
-    project = Project(slug=slug, name=name, created_by=created_by, created_at=utcnow())
+    project = Project(slug=slug, name=name, created_by=creator.actor, created_at=utcnow())
     session.add(project)
+    record(
+        session,
+        AuditAction.PROJECT_CREATE,
+        actor=creator.actor,
+        project=slug,
+        target=slug,
+        origin=origin,
+        changes={"name": name},
+    )
     return project
 
 

@@ -137,13 +137,8 @@ def create_project() -> tuple[Response, int]:
             scope=Scope.PROJECTS_WRITE.value,
         )
     with container().db.transaction() as session:
-        project = store.create_project(session, body.slug, body.name, caller.actor)
-        auth.audit(
-            session,
-            AuditAction.PROJECT_CREATE,
-            project=body.slug,
-            target=body.slug,
-            changes={"name": body.name},
+        project = store.create_project(
+            session, body.slug, body.name, creator=caller, origin=auth.origin()
         )
     return respond(_project_out(project), 201)
 
@@ -214,9 +209,7 @@ def list_keys() -> tuple[Response, int]:
 def revoke_key(key_id: str) -> tuple[Response, int]:
     caller = auth.principal()
     with container().db.transaction() as session:
-        row = issuing.revocable(session, caller, key_id)
-        store.revoke_key(session, row)
-        auth.audit(session, AuditAction.KEY_REVOKE, project=row.project, target=key_id)
+        issuing.revoke_audited(session, caller, key_id, auth.origin())
     return Response(status=204), 204
 
 

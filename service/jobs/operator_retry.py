@@ -175,7 +175,7 @@ def retry_job(
     job_id: str,
     *,
     expect: RetryAction | None = None,
-    on_retry: Callable[[Session, Job, RetryPlan], None] | None = None,
+    on_retry: Callable[[Session, Job, RetryPlan], object] | None = None,
 ) -> RetryPlan:
     """Carry out ``retry_plan``; Conflict with the reason when there is none.
 

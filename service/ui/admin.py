@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from service.access import audit_log, issuing, permissions, store
-from service.access.audit_log import AuditAction, AuditQuery, record
+from service.access.audit_log import AuditAction, AuditQuery
 from service.access.principal import Principal
 from service.access.scopes import ALL_SCOPES, Role, Scope
 from service.access.store import IssuedKey
@@ -27,7 +27,8 @@ from service.api.context import container
 from service.db.models import DEFAULT_PROJECT, AuditEntry
 from service.db.types import utcnow
 from service.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from service.ui.views import _origin, _principal, _visitor, bp
+from service.ui.signins import origin
+from service.ui.views import _principal, _visitor, bp
 
 AUDIT_PAGE = 50
 EVERY = "*"  # the form's value for a key on every project, as in the API
@@ -154,7 +155,7 @@ def _issue(caller: Principal, body: KeyCreate) -> IssuedKey:
             c.settings.secret,
             caller,
             wanted,
-            origin=_origin(),
+            origin=origin(),
             default_days=c.settings.key_default_days,
             max_days=c.settings.key_max_days,
         )
@@ -165,17 +166,7 @@ def revoke_key(key_id: str) -> BaseResponse:
     caller = _principal()
     _need(caller, Scope.KEYS_WRITE)
     with _as_pages(), container().db.transaction() as session:
-        row = issuing.revocable(session, caller, key_id)
-        store.revoke_key(session, row)
-        record(
-            session,
-            AuditAction.KEY_REVOKE,
-            actor=caller.actor,
-            project=row.project,
-            target=key_id,
-            origin=_origin(),
-        )
-        name = row.name
+        name = issuing.revoke_audited(session, caller, key_id, origin()).name
     flash(f"Revoked the key {name} ({key_id}).", "ok")
     return redirect(url_for("ui.keys", project=request.args.get("project") or None))
 
@@ -207,16 +198,7 @@ def create_project() -> Page | BaseResponse:
     try:
         body = ProjectCreate.model_validate(given)
         with container().db.transaction() as session:
-            store.create_project(session, body.slug, body.name, caller.actor)
-            record(
-                session,
-                AuditAction.PROJECT_CREATE,
-                actor=caller.actor,
-                project=body.slug,
-                target=body.slug,
-                origin=_origin(),
-                changes={"name": body.name},
-            )
+            store.create_project(session, body.slug, body.name, creator=caller, origin=origin())
     except (ValidationError, InvalidRequest) as exc:
         return _projects_page(given, _field_errors(exc))
     except Conflict as exc:

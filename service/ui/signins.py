@@ -15,7 +15,7 @@ ANONYMOUS = "anonymous"  # the actor of a refused sign-in nobody vouched for
 
 
 def origin() -> Origin:
-    return Origin(remote_addr=request.remote_addr, request_id=None)
+    return Origin.of(request.remote_addr, request.headers.get("X-Request-Id"))
 
 
 def _project(principal: Principal) -> str | None:

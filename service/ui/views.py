@@ -23,7 +23,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from wtforms import ValidationError  # type: ignore[import-untyped]
 
 from service.access import permissions
-from service.access.audit_log import AuditAction, Origin, record
+from service.access.audit_log import AuditAction, record
 from service.access.principal import Principal
 from service.access.scopes import Scope
 from service.api.context import container
@@ -77,10 +77,6 @@ def _principal() -> Principal:
     if found is None:  # the guard let only signed-in visitors through
         abort(401)
     return found
-
-
-def _origin() -> Origin:
-    return Origin(remote_addr=request.remote_addr, request_id=None)
 
 
 def _project() -> str:
@@ -337,25 +333,32 @@ def job(job_id: str) -> str:
 @bp.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> BaseResponse:
     c = container()
-    job = _visible_job(job_id, Scope.JOBS_RETRY)
+    _visible_job(job_id, Scope.JOBS_RETRY)  # 404 or 403 before anything moves
     # The action the button said: if the job changed since, nothing else is done instead.
     expect = operator_retry.RetryAction.named(request.form.get("action"))
+    actor, where = _principal().actor, signins.origin()
     try:
-        plan = operator_retry.retry_job(c.db, c.queue, job_id, expect=expect)
+        plan = operator_retry.retry_job(
+            c.db,
+            c.queue,
+            job_id,
+            expect=expect,
+            # The audit row commits with the retry, as the API's does.
+            on_retry=lambda session, job, plan: record(
+                session,
+                AuditAction.JOB_RETRY,
+                actor=actor,
+                project=job.project,
+                target=job.id,
+                origin=where,
+                changes={"action": plan.action.value},
+            ),
+        )
     except NotFound:
         abort(404)
     except Conflict as exc:
         flash(exc.message, "error")
     else:
-        with c.db.transaction() as session:
-            record(
-                session,
-                AuditAction.JOB_RETRY,
-                actor=_principal().actor,
-                project=job.project,
-                target=job_id,
-                origin=_origin(),
-            )
         c.wake_workers()
         flash(f"Retrying: the job is {plan.target} again. {plan.done}", "ok")
     return redirect(url_for("ui.job", job_id=job_id))

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import ipaddress
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
-from service.events.destinations.base import Failure, Message, Outcome
+from service.events.destinations.base import (
+    Destination,
+    DestinationType,
+    Failure,
+    Message,
+    OpenContext,
+    Outcome,
+)
+from service.events.destinations.base import Target as Endpoint
 from service.events.sender import check_address
 from service.fetch.pinned import Resolver, system_resolver
 from service.fetch.policy import AddressPolicy, DownloadRefused, IPAddress, Target
@@ -135,3 +144,29 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def broker_type(
+    name: str,
+    summary: str,
+    config: type[BaseModel],
+    publisher: Callable[[Any, BrokerCredentials, OpenContext], Destination],
+) -> DestinationType:
+    """A broker's DestinationType: its config model, the shared credentials, and an opener
+    that validates both and builds ``publisher(config, credentials, context)``."""
+
+    def open_broker(target: Endpoint, context: OpenContext) -> Destination:
+        return publisher(
+            config.model_validate(dict(target.config)),
+            BrokerCredentials.model_validate(dict(target.credentials)),
+            context,
+        )
+
+    return DestinationType(
+        name=name,
+        summary=summary,
+        config=config,
+        credentials=BrokerCredentials,
+        open=open_broker,
+        secret_url_fields=("url",),
+    )

@@ -27,17 +27,16 @@ from nats.js.api import PubAck
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from service.events.destinations.base import (
-    DestinationType,
     Failure,
     Message,
     OpenContext,
     Outcome,
-    Target,
 )
 from service.events.destinations.brokers import (
     AddressRefused,
     BrokerCredentials,
     BrokerURL,
+    broker_type,
     check_template,
     checked_address,
     parse_url,
@@ -286,17 +285,9 @@ def _describe(exc: Exception, url: BrokerURL, timeout: float) -> str:
     return f"publish to server {host!r} failed: {type(exc).__name__}"
 
 
-def open_nats(target: Target, context: OpenContext) -> Nats:
-    config = NatsConfig.model_validate(dict(target.config))
-    credentials = BrokerCredentials.model_validate(dict(target.credentials))
-    return Nats(config, credentials, context)
-
-
-DESTINATION = DestinationType(
-    name="nats",
-    summary="Publish to NATS JetStream; succeeded on the PubAck (Nats-Msg-Id = event id)",
-    config=NatsConfig,
-    credentials=BrokerCredentials,
-    open=open_nats,
-    secret_url_fields=("url",),
+DESTINATION = broker_type(
+    "nats",
+    "Publish to NATS JetStream; succeeded on the PubAck (Nats-Msg-Id = event id)",
+    NatsConfig,
+    Nats,
 )

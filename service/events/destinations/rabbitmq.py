@@ -23,17 +23,16 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from service.events.destinations.base import (
-    DestinationType,
     Failure,
     Message,
     OpenContext,
     Outcome,
-    Target,
 )
 from service.events.destinations.brokers import (
     AddressRefused,
     BrokerCredentials,
     BrokerURL,
+    broker_type,
     check_template,
     checked_address,
     parse_url,
@@ -250,17 +249,9 @@ def _tls(url: BrokerURL) -> pika.SSLOptions | None:
     return pika.SSLOptions(ssl.create_default_context(), server_hostname=url.host)
 
 
-def open_rabbitmq(target: Target, context: OpenContext) -> RabbitMQ:
-    config = RabbitMQConfig.model_validate(dict(target.config))
-    credentials = BrokerCredentials.model_validate(dict(target.credentials))
-    return RabbitMQ(config, credentials, context)
-
-
-DESTINATION = DestinationType(
-    name="rabbitmq",
-    summary="Publish to a RabbitMQ exchange; succeeded when the broker confirms the publish",
-    config=RabbitMQConfig,
-    credentials=BrokerCredentials,
-    open=open_rabbitmq,
-    secret_url_fields=("url",),
+DESTINATION = broker_type(
+    "rabbitmq",
+    "Publish to a RabbitMQ exchange; succeeded when the broker confirms the publish",
+    RabbitMQConfig,
+    RabbitMQ,
 )

@@ -18,17 +18,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from service.events.destinations.base import (
-    DestinationType,
     Failure,
     Message,
     OpenContext,
     Outcome,
-    Target,
 )
 from service.events.destinations.brokers import (
     AddressRefused,
     BrokerCredentials,
     BrokerURL,
+    broker_type,
     checked_address,
     parse_url,
     scrub,
@@ -150,17 +149,9 @@ def _describe(exc: errors.RedisError, url: BrokerURL, timeout: float) -> str:
     return f"XADD to server {host!r} failed: {type(exc).__name__}"
 
 
-def open_redis(target: Target, context: OpenContext) -> RedisStream:
-    config = RedisConfig.model_validate(dict(target.config))
-    credentials = BrokerCredentials.model_validate(dict(target.credentials))
-    return RedisStream(config, credentials, context)
-
-
-DESTINATION = DestinationType(
-    name="redis",
-    summary="XADD to a Redis stream; succeeded when Redis returns the entry id",
-    config=RedisConfig,
-    credentials=BrokerCredentials,
-    open=open_redis,
-    secret_url_fields=("url",),
+DESTINATION = broker_type(
+    "redis",
+    "XADD to a Redis stream; succeeded when Redis returns the entry id",
+    RedisConfig,
+    RedisStream,
 )
