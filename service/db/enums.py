@@ -17,10 +17,12 @@ class JobStatus(enum.StrEnum):
     ARCHIVING = "archiving"
     ARCHIVED = "archived"
     FAILED = "failed"
+    # Erased on request (DELETE /v1/jobs/{id}): objects removed, a tombstone left.
+    DELETED = "deleted"
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.ARCHIVED, JobStatus.FAILED)
+        return self in (JobStatus.ARCHIVED, JobStatus.FAILED, JobStatus.DELETED)
 
 
 class TaskKind(enum.StrEnum):

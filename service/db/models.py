@@ -142,6 +142,8 @@ class Job(Base):
     submit_attempted_at: Mapped[datetime | None]
     submit_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     archived_at: Mapped[datetime | None]
+    # When the job was erased (DELETE /v1/jobs/{id}); its row stays so the id still answers.
+    deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -196,6 +198,9 @@ class Asset(Base):
     content_type: Mapped[str] = mapped_column(String(32))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
+    # C2PA Content Credentials read when archived: {present, valid, claim_generator,
+    # digital_source_type} (migration 0010; None for rows of earlier releases and thumbs).
+    content_credentials: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "role", "index", name="uq_assets_slot"),)
