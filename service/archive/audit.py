@@ -13,6 +13,13 @@ Per job it reports objects that are gone (missing), objects or manifests whose b
 longer match (altered, with what they were checked against), a bad or absent signature, and
 objects under the job's prefix that nothing lists (unlisted). Keys a manifest lists under
 ``derived`` (thumbnails and such) count as listed and are checked like the others.
+
+A job that is an OCFL object is also checked against its inventory: committed (the root
+inventory and its sidecar are there and agree), the version's copy the same, and every
+content file present with the SHA-512 the inventory gives, and none it does not list. The
+inventory is not what vouches for the images, though: it carries no signature, so a
+coordinated rewrite of an image and the inventory passes an OCFL validator, and is caught
+here by the signed manifest's SHA-256.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.archive import layout
+from service.archive.ocfl import inventory as ocfl_inventory
+from service.archive.ocfl import naming as ocfl_naming
+from service.archive.ocfl import objects as ocfl_objects
 from service.db.models import Asset, Job
 from service.db.session import Database
 from service.events import outbox
@@ -74,13 +84,16 @@ class Expected:
     size: int | None
 
 
-def _digest(store: ArchiveStore, key: str) -> tuple[str, int]:
-    sha, size = hashlib.sha256(), 0
-    with store.open(key) as stream:
-        while chunk := stream.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
+@dataclass(frozen=True)
+class Digests:
+    sha256: str
+    sha512: str
+    size: int
+
+
+def _digest(store: ArchiveStore, key: str) -> Digests:
+    found = ocfl_objects.read_content(store, key, key)
+    return Digests(found.sha256, found.sha512, found.size)
 
 
 def _read(store: ArchiveStore, key: str) -> bytes:
@@ -144,6 +157,14 @@ class _Check:
         self.store = store
         self.report = report
         self.verifier = verifier
+        # Each object is read once: the OCFL check reuses what the source check hashed.
+        self.digests: dict[str, Digests] = {}
+
+    def digest(self, key: str) -> Digests:
+        """Raises ObjectMissing."""
+        if key not in self.digests:
+            self.digests[key] = _digest(self.store, key)
+        return self.digests[key]
 
     def manifest(
         self, key: str, recorded_sha256: str | None, *, predates_signing: bool = False
@@ -186,10 +207,11 @@ class _Check:
         for key in keys:
             self.report.checked += 1
             try:
-                sha256, size = _digest(self.store, key)
+                found = self.digest(key)
             except ObjectMissing:
                 self.report.missing.append(key)
                 continue
+            sha256, size = found.sha256, found.size
             disagree = [
                 name
                 for name, listed in sources.items()
@@ -210,6 +232,72 @@ class _Check:
                 if absent:
                     entry["not_listed_in"] = absent
                 self.report.altered.append(entry)
+
+    def ocfl_object(self, where: layout.JobLayout, listed: set[str]) -> set[str]:
+        """Check the job's OCFL object against its inventory; the structure's keys.
+
+        A file already reported (missing, or differing from the manifest or the database)
+        is not reported again; one the manifest lists but the inventory does not is.
+        """
+        root = where.object_root
+        assert root is not None
+        structure = {
+            f"{root}/{naming}"
+            for naming in (
+                ocfl_naming.OBJECT_DECLARATION,
+                ocfl_inventory.INVENTORY,
+                ocfl_inventory.SIDECAR,
+                f"{ocfl_inventory.VERSION}/{ocfl_inventory.INVENTORY}",
+                f"{ocfl_inventory.VERSION}/{ocfl_inventory.SIDECAR}",
+            )
+        }
+        inventory_key = f"{root}/{ocfl_inventory.INVENTORY}"
+        try:
+            found = ocfl_objects.read(self.store, root)
+        except ocfl_inventory.InventoryError as exc:
+            self.report.altered.append({"key": inventory_key, "problem": str(exc)})
+            return structure
+        if found is None:
+            self.report.missing.append(inventory_key)  # not committed: an incomplete object
+            return structure
+        if found.object_id != where.object_id:
+            self.report.altered.append(
+                {"key": inventory_key, "problem": f"the inventory names {found.object_id}"}
+            )
+        try:
+            copy = _read(self.store, f"{root}/{ocfl_inventory.VERSION}/{ocfl_inventory.INVENTORY}")
+            if copy != _read(self.store, inventory_key):
+                self.report.altered.append(
+                    {"key": inventory_key, "problem": "differs from the version's inventory"}
+                )
+        except ObjectMissing as exc:
+            self.report.missing.append(str(exc))
+        reported = {*self.report.missing, *(a["key"] for a in self.report.altered)}
+        for path, sha512 in found.sha512.items():
+            key = f"{root}/{path}"
+            if key in reported:
+                continue
+            try:
+                actual = self.digest(key).sha512
+            except ObjectMissing:
+                self.report.missing.append(key)
+                continue
+            if actual != sha512:
+                self.report.altered.append(
+                    {
+                        "key": key,
+                        "problem": "differs from the OCFL inventory",
+                        "expected_sha512": sha512,
+                        "actual_sha512": actual,
+                    }
+                )
+        inventoried = {f"{root}/{path}" for path in found.sha512}
+        self.report.altered.extend(
+            {"key": key, "problem": "not in the OCFL inventory"}
+            for key in sorted(listed - inventoried - reported)
+            if key.startswith(f"{root}/")
+        )
+        return structure
 
     def unlisted(self, prefixes: Iterable[str], listed: set[str]) -> None:
         for prefix in prefixes:
@@ -248,7 +336,10 @@ def audit_job(
     listed = {job.manifest_key, signature_key(job.manifest_key), *rows, *listed_by_manifest}
     # The directories of the layout the job was archived in (its manifest key says which:
     # a job of an earlier release is audited where it was written).
-    check.unlisted(layout.for_job(job, rows).prefixes(), listed)
+    where = layout.for_job(job, rows)
+    if where.ocfl:
+        listed |= check.ocfl_object(where, listed)
+    check.unlisted(where.prefixes(), listed)
     return report
 
 
@@ -266,9 +357,12 @@ def audit_manifest(store: ArchiveStore, manifest_key: str, verifier: Verifier) -
     # The job's directory and its quarantine directory, in whichever layout it was written.
     where = layout.parse(manifest_key)
     directories: tuple[str, ...] = (manifest_key.rsplit("/", 1)[0],)
+    expected = {manifest_key, signature_key(manifest_key), *listed}
     if where is not None and where.manifest_key() == manifest_key:
         directories = where.prefixes()
-    check.unlisted(directories, {manifest_key, signature_key(manifest_key), *listed})
+        if where.ocfl:
+            expected |= check.ocfl_object(where, expected)
+    check.unlisted(directories, expected)
     return report
 
 

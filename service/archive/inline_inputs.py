@@ -95,7 +95,7 @@ class InlineInputs:
 
         A job being accepted is new: its inputs go under its project (layout.py).
         """
-        where = layout.JobLayout(job_id, created_at.date(), project)
+        where = layout.JobLayout.object(job_id, project)
         assets: list[Asset] = []
         with tempfile.TemporaryDirectory(prefix="genvault-in-") as tmp:
 

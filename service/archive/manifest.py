@@ -25,6 +25,9 @@ def asset_entry(asset: Asset, expected_size: tuple[int, int] | None = None) -> d
         "width": asset.width,
         "height": asset.height,
     }
+    if asset.role == "output":
+        # C2PA Content Credentials as read when archived (provenance.py); null: not read.
+        entry["content_credentials"] = asset.content_credentials
     if asset.key is None:
         entry["stored"] = False
         entry["reason"] = "nsfw content skipped by GENVAULT_NSFW_POLICY=skip"
@@ -48,11 +51,14 @@ def build(
     archive_seconds: float,
     nsfw_policy: str,
     derived: Iterable[Mapping[str, Any]] = (),
+    object_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "manifest_version": MANIFEST_VERSION,
         "service": {"name": "genvault", "version": __version__},
         "job_id": job.id,
+        # Since OCFL (additive): the id of the OCFL object this manifest is part of.
+        "object_id": object_id,
         # Since projects (additive): the project the job belongs to.
         "project": job.project,
         "track_id": job.track_id,

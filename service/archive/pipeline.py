@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import tempfile
 import time
@@ -26,9 +27,10 @@ from PIL import Image
 from sqlalchemy import select
 
 from service import metrics
-from service.archive import layout, manifest, thumbnails
+from service.archive import layout, manifest, provenance, thumbnails
 from service.archive.base64_images import decode_base64_file, write_data_uri
 from service.archive.image_checks import ImageInfo, verify_image
+from service.archive.ocfl import objects as ocfl_objects
 from service.archive.parallel import in_parallel
 from service.config import NsfwPolicy
 from service.db.models import Asset, Callback, Job, Project
@@ -69,6 +71,8 @@ class Staged:
     info: ImageInfo
     # Its thumbnail, rendered from the pixels verification decoded (see ImageStager.stage).
     preview: thumbnails.Preview | None = None
+    # An output's C2PA Content Credentials as read now (provenance.py); None for inputs.
+    credentials: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ class ImageStager:
             size,
             info,
             rendered[0] if rendered else None,
+            # Outputs only: an input's credentials are its author's, not the result's.
+            provenance.read_credentials(path, info.content_type) if role == "output" else None,
         )
 
 
@@ -357,10 +363,13 @@ class Archiver:
                 archive_seconds=seconds,
                 nsfw_policy=self.nsfw_policy.value,
                 derived=thumbnails.manifest_entries(assets),
+                object_id=where.object_id if where.ocfl else None,
             )
         )
         # Outside any transaction: a slow store must not hold database locks.
         body = self._write_manifest(job, key, body)
+        if where.ocfl:
+            commit_object(self.store, where, body)
         with self.db.transaction() as session:
             job = records.get_job(session, job_id, for_update=True)
             job.nsfw = nsfw
@@ -390,6 +399,25 @@ class Archiver:
                 metadata=metadata,
             )
         return body
+
+
+def commit_object(store: ArchiveStore, where: layout.JobLayout, manifest_body: bytes) -> None:
+    """Make the job's stored files an OCFL object: its inventory, written last.
+
+    The version's timestamp is the manifest's ``archived_at``: the manifest that stands in
+    the store (an earlier attempt's, after a crash) gives the same inventory again.
+    """
+    assert where.object_root is not None
+    assert where.storage_root is not None
+    ocfl_objects.declare_storage_root(store, where.storage_root)
+    archived_at = json.loads(manifest_body)["timings"]["archived_at"]
+    ocfl_objects.commit(
+        store,
+        where.object_root,
+        where.object_id,
+        created=archived_at,
+        message=f"genvault archived job {where.job_id}",
+    )
 
 
 def _summarise_inline_outputs(session: Any, job_id: str) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
+from service.archive import layout
 from service.db.models import Asset, Job
 from service.jobs.states import JobStatus
 from service.storage.base import ArchiveStore
@@ -23,6 +24,15 @@ Timestamp = Annotated[
     PlainSerializer(lambda d: d.isoformat(), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+class ContentCredentials(BaseModel):
+    """The image's C2PA Content Credentials as read when it was archived."""
+
+    present: bool
+    valid: bool | None = Field(description="null when they could not be checked")
+    claim_generator: str | None
+    digital_source_type: str | None = Field(description="an IPTC digitalSourceType URI")
 
 
 class AssetOut(BaseModel):
@@ -42,6 +52,9 @@ class AssetOut(BaseModel):
     content_type: str
     width: int
     height: int
+    content_credentials: ContentCredentials | None = Field(
+        default=None, description="null for an image archived before they were read"
+    )
 
 
 class JobError(BaseModel):
@@ -65,6 +78,14 @@ class JobOut(BaseModel):
     nsfw_content_detected: bool | None
     assets: list[AssetOut]
     manifest_key: str | None
+    object_uri: str | None = Field(
+        default=None,
+        description="the root of the job's OCFL object (`s3://…` or `file:///…`); null for "
+        "a job not archived, or archived by a release before OCFL",
+    )
+    deleted_at: Timestamp | None = Field(
+        default=None, description="when the job was erased (status `deleted`); else null"
+    )
 
 
 def job_out(job: Job, assets: Iterable[Asset], store: ArchiveStore, expires_in: int) -> JobOut:
@@ -96,11 +117,20 @@ def job_out(job: Job, assets: Iterable[Asset], store: ArchiveStore, expires_in: 
                 content_type=a.content_type,
                 width=a.width,
                 height=a.height,
+                content_credentials=a.content_credentials,
             )
             for a in outputs
         ],
         manifest_key=job.manifest_key,
+        object_uri=_object_uri(job, store),
+        deleted_at=job.deleted_at,
     )
+
+
+def _object_uri(job: Job, store: ArchiveStore) -> str | None:
+    where = layout.parse(job.manifest_key) if job.manifest_key else None
+    root = where.object_root if where is not None else None
+    return store.uri(root) if root else None
 
 
 def job_json(

@@ -26,6 +26,7 @@ from service.storage.base import (
     ObjectExists,
     ObjectInfo,
     ObjectMissing,
+    Retention,
     StorageError,
     StorageUnavailable,
 )
@@ -47,8 +48,27 @@ def validate_key(key: str) -> list[str]:
     return parts
 
 
-def _sidecar(path: Path) -> Path:
+def _legacy_sidecar(path: Path) -> Path:
+    """Where releases before OCFL kept an object's labels: beside it, as a dotfile."""
     return path.with_name(f".{path.name}.meta.json")
+
+
+# The store's own files live in two dot-directories at its root, outside every key (no key
+# segment starts with "."): labels (sha256, content type, metadata) and temp files. An OCFL
+# object directory must hold only the object's files, so nothing of the store sits beside
+# them.
+_META = ".meta"
+_TMP = ".tmp"
+
+
+def _prune_empty(directory: Path, stop: Path) -> None:
+    """Remove ``directory`` and its parents below ``stop`` while they are empty."""
+    while directory != stop and directory.is_relative_to(stop):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (or already gone): the rest of the tree is kept
+        directory = directory.parent
 
 
 def _fsync_dir(path: Path) -> None:
@@ -70,6 +90,11 @@ class FilesystemStore:
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key))
+
+    def _sidecar(self, key: str) -> Path:
+        """The object's labels, under the root's ``.meta/`` directory."""
+        parts = validate_key(key)
+        return self.root.joinpath(_META, *parts[:-1], f"{parts[-1]}.json")
 
     def put_file(
         self,
@@ -106,7 +131,8 @@ class FilesystemStore:
             raise ObjectExists(f"archive key {key!r} already exists")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+            (self.root / _TMP).mkdir(exist_ok=True)
+            tmp = self.root / _TMP / f"{secrets.token_hex(8)}.tmp"
             try:
                 self._write_verified(tmp, chunks, sha256, key)
                 try:
@@ -115,7 +141,7 @@ class FilesystemStore:
                     raise ObjectExists(f"archive key {key!r} already exists") from None
             finally:
                 tmp.unlink(missing_ok=True)
-            self._write_sidecar(target, sha256, content_type, metadata)
+            self._write_sidecar(self._sidecar(key), sha256, content_type, metadata)
             _fsync_dir(target.parent)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write archive key {key!r}: {exc.strerror}") from exc
@@ -134,9 +160,9 @@ class FilesystemStore:
 
     @staticmethod
     def _write_sidecar(
-        target: Path, sha256: str, content_type: str, metadata: Mapping[str, str]
+        sidecar: Path, sha256: str, content_type: str, metadata: Mapping[str, str]
     ) -> None:
-        sidecar = _sidecar(target)
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
         tmp = sidecar.with_name(f"{sidecar.name}.{secrets.token_hex(8)}.tmp")
         # Metadata names are lower-cased and "sha256" is reserved, as on S3, so both
         # backends answer alike.
@@ -163,8 +189,15 @@ class FilesystemStore:
             raise ObjectMissing(f"no archive object {key!r}")  # a "directory" of other keys
         size = st.st_size
         try:
-            meta = json.loads(_sidecar(path).read_text(encoding="utf-8"))
+            meta = json.loads(self._sidecar(key).read_text(encoding="utf-8"))
         except FileNotFoundError:
+            meta = None
+        if meta is None:
+            try:
+                meta = json.loads(_legacy_sidecar(path).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                meta = None
+        if meta is None:
             # A crash between the link and the sidecar: the bytes are committed and were
             # verified, so their digest is still knowable; only the labels are lost.
             with path.open("rb") as src:
@@ -207,6 +240,37 @@ class FilesystemStore:
                 yield from self._walk(Path(entry.path), key)
             else:
                 yield key
+
+    def versioned_keys(self, prefix: str) -> Iterator[str]:
+        """No versions here: the keys themselves."""
+        return self.iter_keys(prefix)
+
+    def retention(self, key: str) -> Retention | None:
+        """A directory has no Object Lock: nothing keeps an object."""
+        validate_key(key)
+        return None
+
+    def delete(self, key: str) -> None:
+        """Unlink the object and its labels; then every directory this leaves empty.
+
+        Empty directories go too: in an OCFL storage root an empty directory is an error, and
+        one named after an erased job would keep its id in the tree. A writer creating a file
+        in a directory just removed fails with StorageUnavailable and its task retries.
+        """
+        path = self._path(key)
+        try:
+            if path.is_dir():
+                raise StorageError(f"archive key {key!r} is a directory of other keys")
+            path.unlink(missing_ok=True)
+            sidecar = self._sidecar(key)
+            sidecar.unlink(missing_ok=True)
+            _legacy_sidecar(path).unlink(missing_ok=True)
+            if path.parent.exists():
+                _fsync_dir(path.parent)
+            _prune_empty(path.parent, self.root)
+            _prune_empty(sidecar.parent, self.root / _META)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete archive key {key!r}: {exc.strerror}") from exc
 
     def url(self, key: str, expires_in: int) -> str:
         """A link to the web app's ``/files`` route, signed until ``now + expires_in``."""

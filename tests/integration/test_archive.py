@@ -215,13 +215,18 @@ def test_nsfw_policy(make: Any, fileserver: FileServer, s3_bucket: str, policy: 
     assert done.status == "archived" and done.nsfw is True
     keys = sorted(_objects(s3_bucket))
     manifest_key = f"vault/{done.manifest_key}"
-    image_keys = [k for k in keys if k not in (manifest_key, manifest_key + ".sig")]
+    content = manifest_key.rsplit("/", 1)[0]
+    # The images: the object's content but its manifest (the rest is OCFL's structure).
+    image_keys = [
+        k
+        for k in keys
+        if k.startswith(content + "/") and k not in (manifest_key, manifest_key + ".sig")
+    ]
     if policy is NsfwPolicy.ARCHIVE:
-        assert image_keys == [f"vault/{done.manifest_key.rsplit('/', 1)[0]}/0.png"]
+        assert image_keys == [f"{content}/0.png"]
     elif policy is NsfwPolicy.QUARANTINE:
-        assert len(image_keys) == 1 and image_keys[0].startswith(
-            "vault/projects/default/quarantine/"
-        )
+        # Inside the job's OCFL object (an object holds all its files), in its own directory.
+        assert image_keys == [f"{content}/quarantine/0.png"]
     else:
         assert image_keys == []
     manifest = json.loads(_objects(s3_bucket)[manifest_key])

@@ -309,8 +309,12 @@ def test_filesystem_leaves_no_temp_files_or_listed_sidecars(
             "2026/01/02/job-1/1.png", path, sha256="0" * 64, content_type="x", metadata={}
         )
 
+    # Nothing of the store's own beside an object (an OCFL object directory holds only its
+    # files): labels live under the root's .meta/, temp files under .tmp/ (left empty).
     names = sorted(p.name for p in (fs_store.root / "2026/01/02/job-1").iterdir())
-    assert names == [".0.png.meta.json", "0.png"]
+    assert names == ["0.png"]
+    assert (fs_store.root / ".meta/2026/01/02/job-1/0.png.json").is_file()
+    assert list((fs_store.root / ".tmp").iterdir()) == []
     assert list(fs_store.iter_keys("")) == [KEY]
 
 
@@ -322,7 +326,12 @@ def test_filesystem_head_survives_a_lost_sidecar(
     path, data, digest = image
     fs_store.put_file(KEY, path, sha256=digest, content_type="image/png", metadata={"A": "b"})
     assert fs_store.head(KEY).metadata == {"a": "b"}  # names lower-cased, as on S3
-    (fs_store.root / "2026/01/02/job-1/.0.png.meta.json").unlink()
+    sidecar = fs_store.root / ".meta/2026/01/02/job-1/0.png.json"
+    # Archives of releases before OCFL kept the labels beside the object: still read.
+    legacy = fs_store.root / "2026/01/02/job-1/.0.png.meta.json"
+    sidecar.rename(legacy)
+    assert fs_store.head(KEY).metadata == {"a": "b"}
+    legacy.unlink()
 
     info = fs_store.head(KEY)
     assert (info.size, info.sha256, info.content_type) == (len(data), digest, None)
