@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -376,7 +377,9 @@ class Archiver:
             if records.advance(job, JobStatus.ARCHIVED):
                 job.manifest_key = key
                 job.manifest_sha256 = hashlib.sha256(body).hexdigest()
-                job.archived_at = now
+                # The manifest's own time (an earlier attempt's, if its manifest stands), so
+                # a database rebuilt from the archive (reindex) says exactly what this one does.
+                job.archived_at = job.updated_at = archived_at(body, now)
                 _summarise_inline_outputs(session, job_id)
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
 
@@ -399,6 +402,14 @@ class Archiver:
                 metadata=metadata,
             )
         return body
+
+
+def archived_at(manifest_body: bytes, default: datetime) -> datetime:
+    """When the manifest says the job was archived."""
+    try:
+        return datetime.fromisoformat(json.loads(manifest_body)["timings"]["archived_at"])
+    except (ValueError, KeyError, TypeError):
+        return default
 
 
 def commit_object(store: ArchiveStore, where: layout.JobLayout, manifest_body: bytes) -> None:
@@ -502,6 +513,7 @@ def asset_row(job_id: str, item: Staged, key: str | None) -> Asset:
         content_type=item.info.content_type,
         width=item.info.width,
         height=item.info.height,
+        content_credentials=item.credentials,
     )
 
 
