@@ -1,4 +1,5 @@
-"""`genvault archive copy --to URL`: the command around service/archive/copy.py."""
+"""`genvault archive copy --to URL`, `genvault archive upgrade` and `genvault export --bag
+DIR`: the commands around service/archive/copy.py, upgrade.py and export.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from service.archive.copy import ArchiveCopier, Progress
@@ -50,6 +53,83 @@ def cmd_copy(args: argparse.Namespace, settings_factory: Callable[[], Any]) -> i
     return 0 if report.ok else 1
 
 
+def _date(flag: str, text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag} wants a date like 2026-01-31, got {text!r}") from None
+
+
+def cmd_export(args: argparse.Namespace, settings_factory: Callable[[], Any]) -> int:
+    from service.archive.export import Selection, export_bag
+    from service.db.session import Database, make_engine
+    from service.wiring import build_store
+
+    if bool(args.job) == bool(args.date_from or args.date_to):
+        raise ConfigError("name jobs with --job, or a range with --from and --to (not both)")
+    if not args.job and not (args.date_from and args.date_to):
+        raise ConfigError("a range needs both --from and --to")
+    selection = Selection(
+        job_ids=tuple(dict.fromkeys(args.job or ())),
+        first=_date("--from", args.date_from),
+        last=_date("--to", args.date_to),
+        project=args.project,
+    )
+    settings = settings_factory()
+    db = Database(make_engine(settings.database_url))
+    try:
+        report = export_bag(
+            db,
+            build_store(settings),
+            selection,
+            Path(args.bag),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    finally:
+        db.dispose()
+    print(
+        f"bag written to {args.bag}: {len(report.jobs)} jobs, {report.files} files, "
+        f"{report.bytes} bytes; skipped {len(report.skipped)}"
+    )
+    return 0
+
+
+def cmd_upgrade(settings_factory: Callable[[], Any]) -> int:
+    from service.archive.upgrade import Upgrader
+    from service.db.session import Database, make_engine
+    from service.security.signing import signer_from_settings
+    from service.wiring import build_store
+
+    settings = settings_factory()
+    db = Database(make_engine(settings.database_url))
+
+    def progress(done: int, total: int, job_id: str, outcome: str) -> None:
+        if outcome.startswith("refused"):
+            print(f"{job_id}: {outcome}", file=sys.stderr)
+        print(f"{done}/{total} jobs", file=sys.stderr, flush=True)
+
+    try:
+        report = Upgrader(
+            db, build_store(settings), signer_from_settings(settings), progress=progress
+        ).run()
+    finally:
+        db.dispose()
+    print(
+        f"upgraded {len(report.upgraded)} jobs to OCFL objects, {report.already} already "
+        f"objects, refused {len(report.refused)}"
+    )
+    if report.deletable:
+        print(
+            "These directories of the earlier layouts are now copied into verified OCFL "
+            "objects, and nothing reads them any more; delete them when you are satisfied:"
+        )
+        for prefix in report.deletable:
+            print(f"  {prefix}/")
+    return 0 if report.ok else 1
+
+
 def add_parsers(sub: Any, settings_factory: Callable[[], Any]) -> None:
     a = sub.add_parser("archive", help="manage the archive as a whole")
     actions = a.add_subparsers(dest="action", required=True)
@@ -60,3 +140,21 @@ def add_parsers(sub: Any, settings_factory: Callable[[], Any]) -> None:
     )
     c.add_argument("--to", required=True, metavar="URL", help="file://PATH or s3://BUCKET[/PREFIX]")
     c.set_defaults(func=lambda args: cmd_copy(args, settings_factory))
+    u = actions.add_parser(
+        "upgrade",
+        help="make every job of the earlier dated layouts an OCFL object (verified, "
+        "resumable; deletes nothing, lists what may go)",
+    )
+    u.set_defaults(func=lambda args: cmd_upgrade(settings_factory))
+
+    e = sub.add_parser(
+        "export", help="write archived jobs as a BagIt bag (RFC 8493) for other archives' tools"
+    )
+    e.add_argument("--bag", required=True, metavar="DIR", help="a new or empty directory")
+    e.add_argument("--job", action="append", metavar="ID", help="this job (repeatable)")
+    e.add_argument(
+        "--from", dest="date_from", metavar="DATE", help="jobs created on or after (YYYY-MM-DD)"
+    )
+    e.add_argument("--to", dest="date_to", metavar="DATE", help="jobs created on or before")
+    e.add_argument("--project", metavar="SLUG", help="only jobs of this project")
+    e.set_defaults(func=lambda args: cmd_export(args, settings_factory))

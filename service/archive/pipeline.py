@@ -384,24 +384,28 @@ class Archiver:
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
 
     def _write_manifest(self, job: Job, key: str, body: bytes) -> bytes:
-        """Write the manifest, then its signature; return the bytes the store holds."""
-        metadata = {"job-id": job.id, "track-id": job.track_id}
-        try:
-            self.store.put_bytes(key, body, content_type="application/json", metadata=metadata)
-        except ObjectExists:
-            # An earlier run wrote it and died before recording it: it stands, and it is
-            # what gets signed and recorded (its timings differ from ours).
-            with self.store.open(key) as stream:
-                body = stream.read()
-        # Ed25519 is deterministic: a signature written by an earlier run is the same bytes.
-        with contextlib.suppress(ObjectExists):
-            self.store.put_bytes(
-                signature_key(key),
-                self.signer.sign(body),
-                content_type="application/json",
-                metadata=metadata,
-            )
-        return body
+        return write_signed_manifest(self.store, self.signer, job, key, body)
+
+
+def write_signed_manifest(
+    store: ArchiveStore, signer: Signer, job: Job, key: str, body: bytes
+) -> bytes:
+    """Write the manifest, then its signature; return the bytes the store holds."""
+    metadata = {"job-id": job.id, "track-id": job.track_id}
+    try:
+        store.put_bytes(key, body, content_type="application/json", metadata=metadata)
+    except ObjectExists:
+        # An earlier run wrote it and died before recording it: it stands, and it is
+        # what gets signed and recorded (its timings differ from ours).
+        with store.open(key) as stream:
+            body = stream.read()
+    # Ed25519 is deterministic: a signature written by an earlier run is the same bytes.
+    with contextlib.suppress(ObjectExists):
+        signature = signer.sign(body)
+        store.put_bytes(
+            signature_key(key), signature, content_type="application/json", metadata=metadata
+        )
+    return body
 
 
 def archived_at(manifest_body: bytes, default: datetime) -> datetime:

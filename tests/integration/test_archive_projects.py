@@ -92,6 +92,21 @@ def _asset_keys(c: Container, job_id: str) -> list[str]:
         return sorted(str(a.key) for a in rows if a.key)
 
 
+def _ocfl_files(where: layout.JobLayout) -> list[str]:
+    """The storage root's and the object's own files (besides the job's content)."""
+    root, storage = where.object_root, where.storage_root
+    return [
+        f"{storage}/0=ocfl_1.1",
+        f"{storage}/ocfl_layout.json",
+        f"{storage}/extensions/0003-hash-and-id-n-tuple-storage-layout/config.json",
+        f"{root}/0=ocfl_object_1.1",
+        f"{root}/inventory.json",
+        f"{root}/inventory.json.sha512",
+        f"{root}/v1/inventory.json",
+        f"{root}/v1/inventory.json.sha512",
+    ]
+
+
 def _archive_in_root_layout(c: Container, monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs archived from now on are written as the release before projects wrote them."""
     monkeypatch.setattr(
@@ -121,10 +136,13 @@ def test_a_project_job_is_archived_under_its_project_prefix(
     done = _settle(c, worker, job.id)
     assert done.status == "archived"
 
-    directory = f"projects/alpha/{done.created_at:%Y/%m/%d}/{done.id}"
+    where = layout.JobLayout.object(done.id, "alpha")
+    directory = where.prefix()
+    assert directory.startswith("projects/alpha/") and directory.endswith("/v1/content")
     assert done.manifest_key == f"{directory}/manifest.json"
     assert sorted(_keys(c)) == sorted(
         [
+            *_ocfl_files(where),
             f"{directory}/0.png",
             f"{directory}/1.png",
             f"{directory}/inputs/0.png",
@@ -148,8 +166,8 @@ def test_a_project_job_is_archived_under_its_project_prefix(
     [bucket] = run_bucket_audit(c.store, verifier)
     assert bucket.ok and bucket.job_id == done.id and bucket.checked == 6, bucket
 
-    # Something stray in the project's quarantine directory of the job is found.
-    stray = f"projects/alpha/quarantine/{done.created_at:%Y/%m/%d}/{done.id}/9.png"
+    # Something stray in the quarantine directory of the job's object is found.
+    stray = where.output_key(9, "png", quarantine=True)
     c.store.put_bytes(stray, b"stray", content_type="image/png", metadata={})
     assert run_audit(c.db, c.store, verifier=verifier)[0].unlisted == [stray]
     assert run_bucket_audit(c.store, verifier)[0].unlisted == [stray]
@@ -168,12 +186,15 @@ def test_quarantined_outputs_stay_under_the_project(
     )
     done = _settle(c, worker, job.id)
     assert done.status == "archived"
-    day = f"{done.created_at:%Y/%m/%d}"
-    assert sorted(_keys(c)) == [
-        f"projects/alpha/{day}/{done.id}/manifest.json",
-        f"projects/alpha/{day}/{done.id}/manifest.json.sig",
-        f"projects/alpha/quarantine/{day}/{done.id}/0.png",  # and no thumbnail
-    ]
+    where = layout.JobLayout.object(done.id, "alpha")
+    assert sorted(_keys(c)) == sorted(
+        [
+            *_ocfl_files(where),
+            where.manifest_key(),
+            where.manifest_key() + ".sig",
+            f"{where.prefix()}/quarantine/0.png",  # in the job's object, and no thumbnail
+        ]
+    )
     verifier = c.archiver.signer.verifier
     assert run_audit(c.db, c.store, verifier=verifier)[0].ok
     [bucket] = run_bucket_audit(c.store, verifier)
@@ -201,11 +222,11 @@ def test_a_job_archived_before_projects_stays_readable_and_auditable(
         f"{directory}/inputs/0.png",
         f"{directory}/thumbs/0.webp",
     ]
-    # A job of the same project archived now goes under the project, beside it in the bucket.
+    # A job of the same project archived now is an object in the project's storage root.
     new, worker = _waiting(c)
     _deliver(c, new, [fileserver.put("/new.png", badfiles.image_bytes("png", 20, 20))])
     new = _settle(c, worker, new.id)
-    assert new.manifest_key.startswith(f"projects/default/{new.created_at:%Y/%m/%d}/{new.id}/")
+    assert new.manifest_key == layout.JobLayout.of(new).manifest_key()
 
     # Readable: the API serves the old job's assets from where they are.
     client: FlaskClient = create_app(container=c).test_client()
@@ -308,7 +329,8 @@ def test_a_job_created_before_the_upgrade_goes_under_its_project_only_if_nothing
     where = root if begun else layout.JobLayout.of(job)
     assert done.manifest_key == where.manifest_key()
     assert sorted(_keys(c)) == sorted(
-        [
+        ([] if begun else _ocfl_files(where))
+        + [
             where.output_key(0, "png"),
             where.thumb_key(0),
             where.manifest_key(),
@@ -328,3 +350,20 @@ def test_layout_keys_parse_back() -> None:
         assert layout.parse(quarantined) == where and layout.is_quarantined(quarantined)
     assert layout.parse("projects/alpha/manifest.json") is None
     assert layout.parse("2026/13/01/job1/manifest.json") is None
+    for project in ("alpha", "quarantine"):
+        where = layout.JobLayout.object("job1", project)
+        assert (
+            where.ocfl
+            and where.object_root
+            and where.object_root.startswith(f"projects/{project}/")
+        )
+        for key in (
+            where.manifest_key(),
+            where.thumb_key(2),
+            f"{where.object_root}/inventory.json",
+        ):
+            assert layout.parse(key) == where and not layout.is_quarantined(key)
+        quarantined = where.output_key(0, "png", quarantine=True)
+        assert layout.parse(quarantined) == where and layout.is_quarantined(quarantined)
+    # Only the path the 0003 layout gives the id: another hash is no object of ours.
+    assert layout.parse("projects/alpha/000/000/000/urn%3agenvault%3ajob%3ajob1/v1/x") is None
