@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.support.receivers",
     "tests.support.pgcluster",
     "tests.support.brokers",
+    "tests.support.validators",
 ]

@@ -247,6 +247,7 @@ def test_a_replayed_archive_writes_nothing_new(
     assert _objects(s3_bucket) == before
 
 
+@pytest.mark.damages_archive
 def test_audit_finds_altered_deleted_and_unlisted_objects(
     make: Any, fileserver: FileServer, s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ def _delete(c: Container, key: str) -> None:
     boto3.client("s3", region_name="us-east-1").delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
 
 
+@pytest.mark.damages_archive
 def test_an_archived_job_is_a_valid_ocfl_object(archive: Container, fileserver: FileServer) -> None:
     c = archive
     done = _archived(c, fileserver)

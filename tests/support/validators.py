@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -100,3 +101,112 @@ def validate_bag(directory: Path | str) -> subprocess.CompletedProcess[str]:
     """``bagit.py --validate DIR``: every payload file's checksums read again (never --fast)."""
     tool = require(BAGIT)
     return _run([str(tool), "--validate", str(directory)])
+
+
+def validate_ocfl_objects(
+    locations: list[str], *, endpoint_url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One ``ocfl-validate.py`` run over many object roots: returncode 0 only when the tool
+    said every one of them is a VALID object."""
+    tool = require(OCFL_VALIDATE)
+    targets = [ocfl_location(loc, endpoint_url) for loc in locations]
+    done = subprocess.run(
+        [str(tool), "-q", *targets],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**_tool_env(), **(env or {})},
+    )
+    valid = sum(
+        " Object at " in line and line.endswith(" is VALID") for line in done.stdout.splitlines()
+    )
+    code = 0 if done.returncode == 0 and valid == len(targets) else 1
+    return subprocess.CompletedProcess(done.args, code, done.stdout, done.stderr)
+
+
+DAMAGES = "damages_archive"
+DECLARATION = "0=ocfl_object_1.1"
+
+
+def _file_objects(directory: Path) -> list[str]:
+    return sorted(str(p.parent) for p in directory.rglob(DECLARATION) if ".meta" not in p.parts)
+
+
+def _s3_objects(endpoint: str, bucket: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    roots = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith("/" + DECLARATION):
+                roots.append(f"s3://{bucket}/{item['Key'].rsplit('/', 1)[0]}")
+    return roots
+
+
+# Object roots to validate, each with the S3 endpoint it is on (None: a local path).
+Roots = list[tuple[str, str | None]]
+
+
+def _enabled() -> bool:
+    return os.access(OCFL_VALIDATE, os.X_OK) or bool(os.environ.get(REQUIRE))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_archived_object_is_valid_ocfl() -> Iterator[Roots]:
+    """ocfl-py validates every OCFL object the module's tests archived, once they are done.
+
+    Each test's objects are found where its archives live (``archived_objects``, below); one
+    run of the validator per module keeps its start-up cost (s3fs, aiobotocore) off each
+    test. A failure names the objects, whose paths carry the test's name (its ``tmp_path``)
+    or its bucket.
+    """
+    roots: Roots = []
+    yield roots
+    if not roots:
+        return
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for endpoint in {e for _, e in roots}:
+        done = validate_ocfl_objects(
+            [r for r, e in roots if e == endpoint], endpoint_url=endpoint, env=creds
+        )
+        assert done.returncode == 0, (
+            f"ocfl-py refused an object this module archived:\n{done.stdout}\n{done.stderr}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def archived_objects(
+    request: pytest.FixtureRequest, every_archived_object_is_valid_ocfl: Roots
+) -> Iterator[None]:
+    """After each test, the OCFL objects it archived: under its ``tmp_path`` (file archives)
+    and in its ``s3_bucket`` on moto's server, for the module's validation.
+
+    A test that damages objects on purpose (to see them refused) says so with
+    ``@pytest.mark.damages_archive``. Without the validators' venv this does nothing, unless
+    GENVAULT_REQUIRE_VALIDATORS is set.
+    """
+    yield
+    if request.node.get_closest_marker(DAMAGES) is not None or not _enabled():
+        return
+    found = getattr(request.node, "funcargs", {})
+    endpoint = found.get("s3_endpoint") or found.get("s3_env")
+    if isinstance(found.get("tmp_path"), Path):
+        every_archived_object_is_valid_ocfl.extend(
+            (root, None) for root in _file_objects(found["tmp_path"])
+        )
+    if isinstance(found.get("s3_bucket"), str) and endpoint:
+        every_archived_object_is_valid_ocfl.extend(
+            (root, endpoint) for root in _s3_objects(endpoint, found["s3_bucket"])
+        )
