@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 import pytest
@@ -67,7 +68,7 @@ def _read(store: ArchiveStore, key: str) -> bytes:
 def _rewrite(c: Container, key: str, body: bytes) -> None:
     """Replace an object behind the store's back (it is write-once)."""
     if c.settings.archive_url.startswith("file://"):
-        Path(c.store.uri(key).removeprefix("file://").replace("%25", "%")).write_bytes(body)
+        Path(unquote(urlsplit(c.store.uri(key)).path)).write_bytes(body)
         return
     bucket, _, prefix = c.settings.archive_url.removeprefix("s3://").partition("/")
     boto3.client("s3", region_name="us-east-1").put_object(
@@ -77,7 +78,7 @@ def _rewrite(c: Container, key: str, body: bytes) -> None:
 
 def _delete(c: Container, key: str) -> None:
     if c.settings.archive_url.startswith("file://"):
-        Path(c.store.uri(key).removeprefix("file://").replace("%25", "%")).unlink()
+        Path(unquote(urlsplit(c.store.uri(key)).path)).unlink()
         return
     bucket, _, prefix = c.settings.archive_url.removeprefix("s3://").partition("/")
     boto3.client("s3", region_name="us-east-1").delete_object(Bucket=bucket, Key=f"{prefix}/{key}")

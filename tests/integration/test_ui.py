@@ -7,7 +7,7 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -262,7 +262,8 @@ def _archive(c: Container, job_id: str, *, signed: bool = True) -> str:
 
 
 def _store_path(c: Container, key: str) -> Path:
-    return Path(urlparse(c.store.uri(key)).path)
+    # A file URI percent-encodes its path (an OCFL object's directory holds '%').
+    return Path(unquote(urlparse(c.store.uri(key)).path))
 
 
 def _signature(page: str) -> str:
