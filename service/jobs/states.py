@@ -4,7 +4,8 @@
        └──────────┴───────────┴────────────┴──→ failed
 
 A late or duplicate callback never moves a job back. The one way out of ``failed`` is an
-operator's explicit retry (see ``retry_target``).
+operator's explicit retry (see ``retry_target``). ``deleted`` is no move forward: an archived
+or failed job is erased on request (jobs/erasure.py), and nothing leaves it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ WAITING_ON_PROVIDER = (JobStatus.SUBMITTED, JobStatus.PROCESSING)
 
 def can_advance(current: JobStatus, new: JobStatus) -> bool:
     """Whether ``current`` may become ``new`` without an operator's retry."""
-    if current.terminal:
+    if current.terminal or new is JobStatus.DELETED:
         return False
     if new is JobStatus.FAILED:
         return True

@@ -57,8 +57,10 @@ ORDER = [
 @pytest.mark.parametrize("current", list(JobStatus))
 @pytest.mark.parametrize("new", list(JobStatus))
 def test_states_only_move_forward(current: JobStatus, new: JobStatus) -> None:
-    if current in (JobStatus.ARCHIVED, JobStatus.FAILED):
+    if current in (JobStatus.ARCHIVED, JobStatus.FAILED, JobStatus.DELETED):
         expected = False
+    elif new is JobStatus.DELETED:
+        expected = False  # erasure, not a move forward
     elif new is JobStatus.FAILED:
         expected = True
     else:
