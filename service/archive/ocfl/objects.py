@@ -23,7 +23,8 @@ from service.storage.base import ArchiveStore, ObjectExists, ObjectMissing
 
 CHUNK = 1024 * 1024
 
-_declared: set[tuple[int, str]] = set()
+# Storage roots this process has declared, by location (store.uri of the prefix).
+_declared: set[str] = set()
 _declared_lock = threading.Lock()
 
 
@@ -32,7 +33,7 @@ def declare_storage_root(store: ArchiveStore, prefix: str) -> None:
 
     Write-once and idempotent; a process does it once per prefix.
     """
-    marker = (id(store), prefix)
+    marker = store.uri(prefix)
     with _declared_lock:
         if marker in _declared:
             return
