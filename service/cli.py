@@ -12,6 +12,7 @@ from typing import Any
 from service import __version__
 from service.access import cli as access_cli
 from service.archive import cli as archive_cli
+from service.archive import reindex_cli
 from service.db import cli as db_cli
 from service.errors import ConfigError, GenvaultError
 from service.events import cli as events_cli
@@ -122,6 +123,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return run_audit_cli(args, settings, build_store(settings))
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from service.archive.reindex_cli import run_reindex_cli
+    from service.wiring import build_store
+
+    settings = _settings(require_secrets=False, local=True)
+    return run_reindex_cli(args, settings, build_store(settings))
+
+
 def cmd_signing_key(args: argparse.Namespace) -> int:
     from service.security.signing import signer_from_settings
 
@@ -143,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     events_cli.add_parsers(sub)
     access_cli.add_parsers(sub, lambda: _settings(local=True))
     archive_cli.add_parsers(sub, lambda: _settings(require_secrets=False, local=True))
+    reindex_cli.add_parsers(sub, cmd_reindex)
     db_cli.add_parsers(sub, lambda: _settings(require_secrets=False, local=True))
     return p
 
@@ -198,8 +208,14 @@ def _client_commands(sub: Any) -> None:
     su.add_argument("--json", action="store_true", help="print the job as JSON")
     su.set_defaults(func=cmd_submit)
 
-    j = sub.add_parser("jobs", help="list jobs, or show one" + client_note)
-    j.add_argument("id", nargs="?")
+    j = sub.add_parser(
+        "jobs",
+        help="list jobs, show one, or erase one (jobs delete ID --reason R)" + client_note,
+    )
+    # `jobs delete ID` rides on the optional id: a job id is hex, never the word "delete".
+    j.add_argument("id", nargs="?", help="a job to show, or `delete`")
+    j.add_argument("job_id", nargs="?", metavar="ID", help="with delete: the job to erase")
+    j.add_argument("--reason", help="with delete: why (required; kept in the signed tombstone)")
     j.add_argument("--status")
     j.add_argument("--endpoint")
     j.add_argument("--limit", type=int, default=50)

@@ -10,19 +10,42 @@ For each key of the source, in key order:
   and the destination's digest read back and compared again.
 
 Nothing at the destination is ever overwritten: the stores only write absent keys.
+
+The source may be in use while it is copied (the runbook's first pass). A key listed but
+gone before it was read (an erasure ran meanwhile) is ``vanished``, not an error. An object
+the source describes without its labels (content type, metadata) may be one caught between
+its bytes and its labels being written (the file store writes them one after the other):
+copied as it is, its destination copy would keep no labels for good, since later passes
+skip it as equal. Such objects are copied last, once the writer has had time to finish;
+one still without labels then (a crash left it so) is copied as it is. And an
+erasure is carried over: after the pass, every tombstone of the source is read again and
+each object it lists as removed is removed from the destination too where it holds the
+same bytes (one with other bytes is a conflict, left alone), so the images of a job erased
+between two passes do not live on in the new archive.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.storage.base import ArchiveStore, ObjectExists, ObjectInfo, ObjectMissing
+from service.archive.tombstone import TOMBSTONES
+from service.storage.base import (
+    ArchiveStore,
+    ObjectExists,
+    ObjectInfo,
+    ObjectMissing,
+    StorageError,
+)
 
 CHUNK = 1024 * 1024
+# Seconds an object found without its labels is given to get them before it is copied.
+LABELS_GRACE = 1.0
 
 
 @dataclass
@@ -32,8 +55,13 @@ class CopyReport:
     bytes_copied: int = 0
     # Keys present at the destination with other bytes: never overwritten.
     conflicts: list[str] = field(default_factory=list)
-    # Keys whose bytes did not match their recorded digest (at the source or after the write).
+    # Keys whose bytes did not match their recorded digest (at the source or after the write),
+    # and erased objects the destination would not remove.
     failed: list[str] = field(default_factory=list)
+    # Listed at the source but gone before they were read (erased meanwhile).
+    vanished: int = 0
+    # Removed from the destination because a tombstone of the source lists them.
+    erased: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,13 +110,42 @@ class ArchiveCopier:
         report = CopyReport()
         # Listed first, so progress can say how far along it is; keys only, no bytes.
         keys = list(self.source.iter_keys(""))
-        for done, key in enumerate(keys, start=1):
-            outcome = self.copy_one(key, report)
+        done = 0
+        unlabelled: list[str] = []
+        deferred_at = 0.0
+        for key in keys:
+            outcome = self.copy_one(key, report, defer_unlabelled=True)
+            if outcome == "deferred":
+                if not unlabelled:
+                    deferred_at = time.monotonic()
+                unlabelled.append(key)
+                continue
+            done += 1
             self.progress(done, len(keys), key, outcome)
+        if unlabelled:
+            time.sleep(max(0.0, deferred_at + LABELS_GRACE - time.monotonic()))
+        for key in unlabelled:
+            done += 1
+            self.progress(done, len(keys), key, self.copy_one(key, report))
+        # Listed again: a job erased during the pass has its tombstone written by now.
+        self.carry_erasures(report)
         return report
 
-    def copy_one(self, key: str, report: CopyReport) -> str:
+    def copy_one(self, key: str, report: CopyReport, *, defer_unlabelled: bool = False) -> str:
+        """Copy one key; its outcome (``deferred``: unlabelled at the source, left for later,
+        only with ``defer_unlabelled``)."""
+        try:
+            return self._copy_one(key, report, defer_unlabelled)
+        except ObjectMissing:
+            if _head(self.source, key) is not None:
+                raise  # not the source's doing
+            report.vanished += 1
+            return "vanished"
+
+    def _copy_one(self, key: str, report: CopyReport, defer_unlabelled: bool) -> str:
         info = self.source.head(key)
+        if defer_unlabelled and info.content_type is None:
+            return "deferred"
         existing = _head(self.target, key)
         if existing is not None:
             return self._compare(key, _stored_sha256(self.source, info), existing, report)
@@ -134,3 +191,32 @@ class ArchiveCopier:
             return "skipped"
         report.conflicts.append(key)
         return "conflict"
+
+    def carry_erasures(self, report: CopyReport) -> None:
+        """Remove from the destination what the source's tombstones list as removed."""
+        for key in list(self.source.iter_keys(f"{TOMBSTONES}/")):
+            if not key.endswith(".json"):
+                continue  # the signatures beside them
+            try:
+                with self.source.open(key) as body:
+                    removed = json.loads(body.read())["removed"]
+            except ObjectMissing:
+                continue
+            for entry in removed:
+                self._erase(str(entry["key"]), entry.get("sha256"), report)
+
+    def _erase(self, key: str, sha256: str | None, report: CopyReport) -> None:
+        existing = _head(self.target, key)
+        if existing is None:
+            return  # never copied, or erased by an earlier pass
+        # Only the bytes the erasure removed: a key listed without a digest had only older
+        # versions left at the source, and what the destination holds under it came from there.
+        if sha256 is not None and _stored_sha256(self.target, existing) != sha256.lower():
+            report.conflicts.append(key)
+            return
+        try:
+            self.target.delete(key)
+        except StorageError:
+            report.failed.append(key)  # retained (Object Lock), or the store refused
+            return
+        report.erased.append(key)

@@ -127,6 +127,9 @@ class Upgrader:
             stored.params = _rekey(stored.params, moves)
             stored.manifest_key = new.manifest_key()
             stored.manifest_sha256 = hashlib.sha256(new_body).hexdigest()
+            # Not an update of the job as its users know it: updated_at stays the manifest's
+            # archived_at (the column's onupdate would stamp now; reindex gives that back).
+            stored.updated_at = Job.updated_at
         return [p for p in old.prefixes() if next(iter(self.store.iter_keys(p + "/")), None)]
 
     def _trusted_manifest(self, job: Job) -> bytes:

@@ -9,18 +9,30 @@ set past the copied rows afterwards. Rows that only triggers or expression index
 The source is read in one transaction (a consistent snapshot); the target is written one
 batch per transaction. A copy that stops half-way leaves a target that is no longer empty:
 start again on a freshly migrated database.
+
+Every row is copied as it is but one thing: a task's lease. A task still ``running`` was
+claimed by a worker of the source database (one killed, say, rather than stopped), and no
+worker of the target holds it or could renew it there; left as it was, the job would wait
+up to a whole lease (``GENVAULT_WORKER_LEASE_SECONDS``) for it to run out. Its lease ends
+when the copy starts instead, so the target's workers take it over at once, exactly as they
+take over the task of a worker whose lease ran out (its attempt counted when it starts, a
+submission that may have been sent treated as uncertain).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, Table, delete, func, select, text
 
-from service.db.models import DEFAULT_PROJECT, Base
+from service.db.enums import TaskStatus
+from service.db.models import DEFAULT_PROJECT, Base, Task
 from service.db.session import READ_ONLY
+from service.db.types import utcnow
 from service.errors import GenvaultError
 
 BATCH = 1000
@@ -80,6 +92,7 @@ def copy_database(
     progress: Callable[[str, int], None] = lambda _table, _rows: None,
 ) -> list[TableCount]:
     """Copy every row; the counts per table, checked equal (CountMismatch otherwise)."""
+    started = utcnow()
     options: dict[str, object] = {READ_ONLY: True}  # SQLite: a deferred, snapshot read
     if source_engine.dialect.name == "postgresql":
         options["isolation_level"] = "REPEATABLE READ"  # one snapshot across every table
@@ -90,7 +103,7 @@ def copy_database(
             target.rollback()
         counts = []
         for table in Base.metadata.sorted_tables:
-            copied = _copy_table(source, target_engine, table, batch, progress)
+            copied = _copy_table(source, target_engine, table, batch, progress, started)
             counts.append(TableCount(table.name, _count(source, table), copied))
     if target_engine.dialect.name == "postgresql":
         _reset_sequences(target_engine)
@@ -117,6 +130,7 @@ def _copy_table(
     table: Table,
     batch: int,
     progress: Callable[[str, int], None],
+    started: datetime,
 ) -> int:
     (key,) = table.primary_key.columns  # every table has a one-column primary key
     if table.name == "projects":
@@ -126,12 +140,22 @@ def _copy_table(
     copied = 0
     query = select(table).order_by(key).limit(batch)
     while rows := [dict(row._mapping) for row in source.execute(query)]:
+        if table is Task.__table__:
+            rows = [_lease_ended(row, started) for row in rows]
         with target_engine.begin() as target:
             target.execute(table.insert(), rows)
         copied += len(rows)
         progress(table.name, copied)
         query = select(table).order_by(key).limit(batch).where(key > rows[-1][key.name])
     return copied
+
+
+def _lease_ended(task: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The task with a lease of the source's workers ended at ``at`` (see the docstring)."""
+    until = task["locked_until"]
+    if task["status"] == TaskStatus.RUNNING and until is not None and until > at:
+        return {**task, "locked_until": at}
+    return task
 
 
 def _reset_sequences(engine: Engine) -> None:

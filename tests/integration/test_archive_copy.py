@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import boto3
 import pytest
 
+from service.archive import tombstone
 from service.archive.copy import ArchiveCopier, CopyReport
 from service.cli import main
-from service.storage.base import ArchiveStore
+from service.storage.base import ArchiveStore, ObjectInfo
 from service.storage.filesystem import FilesystemStore
 from service.storage.s3 import S3Store
 
@@ -130,3 +133,120 @@ def test_copying_an_archive_onto_itself_is_refused(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GENVAULT_ARCHIVE_URL", f"file://{tmp_path / 'a'}")
     assert main(["archive", "copy", "--to", f"file://{tmp_path / 'a'}"]) == 2
+
+
+def _erase_at(store: ArchiveStore, job: str) -> list[str]:
+    """What an erasure leaves at the source: the job's objects gone, its tombstone listing
+    them (service/jobs/erasure.py does it through the API)."""
+    keys = [key for key in sorted(OBJECTS) if f"/{job}/" in key]
+    # The fields the copy reads, as service/archive/tombstone.py writes them.
+    removed = [
+        {"key": key, "sha256": hashlib.sha256(OBJECTS[key]).hexdigest(), "size": len(OBJECTS[key])}
+        for key in keys
+    ]
+    data = json.dumps({"type": tombstone.KIND, "job_id": job, "removed": removed}).encode()
+    store.put_bytes(
+        tombstone.tombstone_key("default", job), data, content_type="application/json", metadata={}
+    )
+    for key in keys:
+        store.delete(key)
+    return keys
+
+
+def test_a_job_erased_between_two_passes_is_erased_at_the_destination_too(
+    tmp_path: Path,
+) -> None:
+    source, target = _file_store(tmp_path / "a"), _file_store(tmp_path / "b")
+    _fill(source)
+    assert ArchiveCopier(source, target).run().copied == len(OBJECTS)
+    erased = _erase_at(source, "job-2")
+    report = ArchiveCopier(source, target).run()
+    assert report.ok and sorted(report.erased) == erased
+    assert (report.copied, report.skipped) == (1, len(OBJECTS) - len(erased))  # the tombstone
+    assert list(target.iter_keys("")) == sorted(
+        [*(set(OBJECTS) - set(erased)), tombstone.tombstone_key("default", "job-2")]
+    )
+    again = ArchiveCopier(source, target).run()
+    assert again.ok and again.erased == [] and again.copied == 0
+
+
+def test_an_erased_key_holding_other_bytes_at_the_destination_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    source, target = _file_store(tmp_path / "a"), _file_store(tmp_path / "b")
+    _fill(source)
+    other = sorted(k for k in OBJECTS if "/job-3/" in k)[0]
+    target.put_bytes(other, b"not what was erased", content_type="image/png", metadata={})
+    ArchiveCopier(source, target).run()
+    erased = _erase_at(source, "job-3")
+    report = ArchiveCopier(source, target).run()
+    assert report.conflicts == [other] and not report.ok
+    assert sorted(report.erased) == sorted(set(erased) - {other})
+    with target.open(other) as body:
+        assert body.read() == b"not what was erased"
+
+
+def test_an_object_erased_while_the_copy_runs_is_vanished_not_an_error(tmp_path: Path) -> None:
+    # The first pass runs while genvault does: a job may be erased after the listing.
+    source, target = _file_store(tmp_path / "a"), _file_store(tmp_path / "b")
+    _fill(source)
+    keys = sorted(OBJECTS)
+    erased: list[str] = []
+
+    def erase_after_the_first(done: int, _total: int, _key: str, _outcome: str) -> None:
+        if done == 1:
+            erased.extend(_erase_at(source, "job-3"))
+
+    report = ArchiveCopier(source, target, progress=erase_after_the_first).run()
+    assert report.ok and report.vanished == len(erased) == 3
+    assert report.copied == len(keys) - len(erased)
+    # Its tombstone was written after the listing: the next pass brings it over.
+    assert all(key not in set(target.iter_keys("")) for key in erased)
+    assert ArchiveCopier(source, target).run().copied == 1
+
+
+class CaughtMidWrite(FilesystemStore):
+    """A file store whose objects in ``unlabelled`` have their bytes but not yet their labels,
+    as between the two writes of FilesystemStore._write."""
+
+    unlabelled: set[str]
+
+    def head(self, key: str) -> ObjectInfo:
+        info = super().head(key)
+        if key in self.unlabelled:
+            return dataclasses.replace(info, content_type=None, metadata={})
+        return info
+
+
+def test_an_object_caught_before_its_labels_are_written_is_copied_with_them(
+    tmp_path: Path,
+) -> None:
+    source = CaughtMidWrite(tmp_path / "a", url_base="http://127.0.0.1:9", secret=None)
+    target = _file_store(tmp_path / "b")
+    _fill(source)
+    caught = sorted(OBJECTS)[0]
+    source.unlabelled = {caught}
+    order: list[tuple[int, str]] = []
+
+    def labels_written(done: int, _total: int, key: str, _outcome: str) -> None:
+        order.append((done, key))
+        source.unlabelled = set()  # the writer finished meanwhile
+
+    report = ArchiveCopier(source, target, progress=labels_written).run()
+    assert report.ok and report.copied == len(OBJECTS)
+    # Copied last, with its labels: a later pass would have skipped it as equal for good.
+    assert order[-1] == (len(OBJECTS), caught)
+    _assert_same(target)
+
+
+def test_an_object_whose_labels_never_come_is_copied_without_them(tmp_path: Path) -> None:
+    source = CaughtMidWrite(tmp_path / "a", url_base="http://127.0.0.1:9", secret=None)
+    target = _file_store(tmp_path / "b")
+    _fill(source)
+    lost = sorted(OBJECTS)[0]
+    source.unlabelled = {lost}  # a crash between the bytes and the labels, long ago
+    report = ArchiveCopier(source, target).run()
+    assert report.ok and report.copied == len(OBJECTS)
+    info = target.head(lost)
+    assert info.sha256 == hashlib.sha256(OBJECTS[lost]).hexdigest()
+    assert info.content_type == "application/octet-stream"

@@ -18,6 +18,7 @@ from service.db.search import matches
 from service.db.session import make_engine
 from service.db.types import utcnow
 from service.tasks.kinds import TaskKind
+from service.tasks.queue import TaskQueue
 from service.tasks.status import TaskStatus
 from service.wiring import Container, build
 from tests.support.app import AUTH, make_settings
@@ -161,6 +162,40 @@ def test_postgresql_to_sqlite_reads_one_snapshot_and_copies_everything(
         populate(src.db)
         counts = copy_database(src.db.engine, target.db.engine)
         assert {c.table: c.source for c in counts} == _counts(target) == _counts(src)
+    finally:
+        target.close()
+        src.close()
+
+
+def test_a_task_a_dead_worker_held_is_taken_over_at_once_in_the_copy(tmp_path: Path) -> None:
+    # A worker of the old database was killed (not stopped) while running a task: its lease
+    # still runs there, but nobody holds the task in the copy, so nobody should wait for it.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    src = _container(sqlite_url(tmp_path / "src"), tmp_path)
+    target = _container(sqlite_url(tmp_path / "dst"), tmp_path)
+    try:
+        old = TaskQueue(src.db, lease_seconds=600, default_max_attempts=3)
+        with src.db.transaction() as s:
+            old.enqueue(s, TaskKind.ARCHIVE, job_id=None, dedupe_key="held")
+            old.enqueue(s, TaskKind.POLL, job_id=None, dedupe_key="later", delay=600)
+        (held,) = old.claim("worker-that-died", 10)
+        assert old.claim("a-live-worker", 10) == []  # held, by the old database's reckoning
+
+        copy_database(src.db.engine, target.db.engine)
+
+        new = TaskQueue(target.db, lease_seconds=30, default_max_attempts=3)
+        (taken,) = new.claim("new-worker", 10)
+        # Taken over, as from a worker whose lease ran out: its attempt is counted when it
+        # starts, not twice.
+        assert (taken.id, taken.kind, taken.counted) == (held.id, TaskKind.ARCHIVE, False)
+        assert taken.attempts == held.attempts == 1
+        # The rest is as it was: the queued task waits for its time, and the source keeps
+        # its lease (the copy only reads it).
+        assert new.claim("new-worker", 10) == []
+        with src.db.transaction() as s:
+            lease = s.execute(select(Task.locked_until).where(Task.id == held.id)).scalar_one()
+        assert lease is not None and lease > utcnow()
     finally:
         target.close()
         src.close()
