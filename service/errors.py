@@ -8,6 +8,7 @@
     │   ├── Forbidden             403 (names the scope that is missing)
     │   ├── NotFound              404
     │   └── Conflict              409
+    │       └── Retained          409: Object Lock keeps objects until a date
     └── TaskError                 outcome of a background task
         ├── TransientError        retried with backoff (or after ``retry_after``)
         └── PermanentError        the job fails at once with ``code`` and the message
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class GenvaultError(Exception):
@@ -89,6 +91,17 @@ class Conflict(RequestError):
 
     status = 409
     code = "conflict"
+
+
+class Retained(Conflict):
+    """The archive keeps these objects under S3 Object Lock; nothing was removed."""
+
+    code = "retained"
+
+    def __init__(self, message: str | None = None, *, until: datetime | None) -> None:
+        # None: a legal hold, which has no date.
+        self.until = until
+        super().__init__(message)
 
 
 class TaskError(GenvaultError):

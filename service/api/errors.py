@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.schemas import ErrorBody, ErrorDetail, FieldProblem, respond
 from service.db.availability import is_unavailable
-from service.errors import InvalidRequest, RequestError
+from service.errors import InvalidRequest, RequestError, Retained
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,15 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5
 
 
-def error_body(code: str, message: str, errors: list[FieldProblem] | None = None) -> ErrorBody:
-    return ErrorBody(error=ErrorDetail(code=code, message=message, errors=errors))
+def error_body(
+    code: str,
+    message: str,
+    errors: list[FieldProblem] | None = None,
+    retain_until: str | None = None,
+) -> ErrorBody:
+    return ErrorBody(
+        error=ErrorDetail(code=code, message=message, errors=errors, retain_until=retain_until)
+    )
 
 
 def register(app: Flask) -> None:
@@ -30,7 +37,9 @@ def register(app: Flask) -> None:
             if isinstance(exc, InvalidRequest)
             else None
         )
-        return respond(error_body(exc.code, exc.message, errors), exc.status)
+        until = exc.until if isinstance(exc, Retained) else None
+        retain_until = until.isoformat() if until is not None else None
+        return respond(error_body(exc.code, exc.message, errors, retain_until), exc.status)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

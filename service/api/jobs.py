@@ -1,11 +1,12 @@
-"""/v1/jobs: submit, read, list and retry jobs."""
+"""/v1/jobs: submit, read, list, retry and erase jobs."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 from sqlalchemy import Select, select
 from sqlalchemy.orm import load_only
 
@@ -20,7 +21,7 @@ from service.api.schemas import AuditReport, JobList, respond
 from service.archive.audit import audit_archived_job
 from service.db.models import Asset, Job
 from service.errors import Conflict, FieldError, InvalidRequest, NotFound
-from service.jobs import operator_retry
+from service.jobs import erasure, operator_retry
 from service.jobs.records import get_job
 from service.jobs.shape import JobOut, job_out
 from service.jobs.states import JobStatus
@@ -47,6 +48,7 @@ _JOB_COLUMNS = load_only(
     Job.meta,
     Job.nsfw,
     Job.manifest_key,
+    Job.deleted_at,
     raiseload=True,
 )
 # Input rows are not shown, and their source_url may be a whole data: URI.
@@ -60,6 +62,7 @@ _ASSET_COLUMNS = load_only(
     Asset.content_type,
     Asset.width,
     Asset.height,
+    Asset.content_credentials,
     raiseload=True,
 )
 
@@ -80,6 +83,31 @@ class JobRequest(BaseModel):
         default=None,
         max_length=40,
         description="an all-projects key names the project here; default: `default`",
+    )
+
+
+# C0 and C1 controls other than tab and newline: a reason is prose, kept in the tombstone.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _prose(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters other than tab and newline")
+    return text
+
+
+class EraseRequest(BaseModel):
+    """The body of DELETE /v1/jobs/{id}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=erasure.MAX_REASON),
+        AfterValidator(_prose),
+    ] = Field(
+        description="why the job is erased (a request reference, say); kept in the signed "
+        "tombstone and the audit log, so no secrets"
     )
 
 
@@ -229,6 +257,49 @@ def retry(job_id: str) -> tuple[Response, int]:
     # Shown under the scope that allowed the retry: jobs:retry alone must not do the retry
     # and then answer 403 for want of jobs:read.
     return respond(_one(job_id, Scope.JOBS_RETRY), 202)
+
+
+@bp.delete("/jobs/<job_id>")
+@documented(
+    "Erase a job: remove its archived objects, leave a signed tombstone",
+    {
+        200: Reply(
+            "erased (or erased before: nothing is done twice): the job, status `deleted`, "
+            "no assets",
+            JobOut,
+        )
+    },
+    errors=(*_JOB_ID_ERRORS, 409, 413),
+    body=EraseRequest,
+    scope=Scope.JOBS_DELETE,
+)
+def remove(job_id: str) -> tuple[Response, int]:
+    """409 for a job still in flight, or (code ``retained``, with ``retain_until``) when S3
+    Object Lock keeps any of its objects: then nothing is removed."""
+    c = container()
+    _one(job_id, Scope.JOBS_DELETE)  # 404 for another project's job, before the body
+    body = bodies.parse(EraseRequest)
+    erasure.erase_job(
+        c.db,
+        c.store,
+        c.archiver.signer,
+        job_id,
+        actor=auth.principal().actor,
+        reason=body.reason,
+        on_erase=lambda session, job, done: auth.audit(
+            session,
+            AuditAction.JOB_DELETE,
+            project=job.project,
+            target=job.id,
+            changes={
+                "reason": body.reason,
+                "objects_removed": len(done.removed),
+                "tombstone": done.tombstone_key,
+            },
+        ),
+    )
+    # Shown under the scope that allowed it, as a retry is.
+    return respond(_one(job_id, Scope.JOBS_DELETE))
 
 
 @bp.route("/jobs/<job_id>/audit", methods=["GET", "POST"])

@@ -31,6 +31,11 @@ class ErrorDetail(_Out):
     errors: list[FieldProblem] | None = Field(
         default=None, description="present on 422 only: one entry per bad field"
     )
+    retain_until: str | None = Field(
+        default=None,
+        description="present on 409 `retained` only: when S3 Object Lock lets the objects go "
+        "(ISO 8601; the latest RetainUntilDate among them)",
+    )
 
 
 class ErrorBody(_Out):

@@ -139,6 +139,12 @@ class ApiClient:
         result: dict[str, Any] = self.request("POST", f"/v1/jobs/{job_id}/retry")
         return result
 
+    def delete_job(self, job_id: str, reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "DELETE", f"/v1/jobs/{job_id}", json={"reason": reason}
+        )
+        return result
+
     def audit(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/v1/jobs/{job_id}/audit")
         return result

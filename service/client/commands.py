@@ -1,4 +1,5 @@
-"""The CLI's client commands: submit, jobs, retry and audit --job, over the HTTP API."""
+"""The CLI's client commands: submit, jobs (and jobs delete), retry and audit --job, over the
+HTTP API."""
 
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def jobs(args: argparse.Namespace) -> int:
+    if args.id == "delete":
+        return delete_job(args)
+    if args.job_id or args.reason is not None:
+        raise ConfigError("--reason and a second id belong to `genvault jobs delete ID --reason R`")
     client = _client()
     if args.id:
         job = client.job(args.id)
@@ -95,6 +100,20 @@ def jobs(args: argparse.Namespace) -> int:
         print(render.jobs_table(found))
     else:
         print("no jobs", file=sys.stderr)
+    return 0
+
+
+def delete_job(args: argparse.Namespace) -> int:
+    """`genvault jobs delete ID --reason R`: erase a job (DELETE /v1/jobs/{id})."""
+    if not args.job_id:
+        raise ConfigError("usage: genvault jobs delete ID --reason REASON")
+    if not (args.reason or "").strip():
+        raise ConfigError("genvault jobs delete needs --reason (kept in the signed tombstone)")
+    job = _client().delete_job(args.job_id, args.reason)
+    if args.json:
+        render.emit_json(job, sys.stdout)
+    else:
+        print(f"{job['id']}  {job['status']}  (objects removed; tombstone written)")
     return 0
 
 

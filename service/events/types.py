@@ -11,6 +11,7 @@ class EventType(enum.StrEnum):
     JOB_SUBMITTED = "job.submitted"  # the provider accepted the job
     JOB_ARCHIVED = "job.archived"
     JOB_FAILED = "job.failed"
+    JOB_DELETED = "job.deleted"  # erased on request: objects removed, a tombstone left
     AUDIT_FAILED = "audit.failed"  # an audit found a problem with an archived job
     ENDPOINT_DISABLED = "endpoint.disabled"
 

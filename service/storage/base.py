@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -24,6 +25,20 @@ class ObjectMissing(StorageError, FileNotFoundError):
 
 class StorageUnavailable(StorageError, TransientError):
     """The archive store could not be reached; try again."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What keeps an object from being deleted now (S3 Object Lock).
+
+    ``until``: the latest RetainUntilDate among its versions still retained (None when only
+    a legal hold keeps it, which has no date).
+    """
+
+    key: str
+    until: datetime | None
+    mode: str | None = None  # COMPLIANCE or GOVERNANCE
+    legal_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,24 @@ class ArchiveStore(Protocol):
 
     def iter_keys(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix``, in lexicographic order."""
+
+    def versioned_keys(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix`` of which anything is stored, older versions included.
+
+        What erasure must remove: on a versioned bucket, also keys whose current version is a
+        delete marker. Where there are no versions it is ``iter_keys``.
+        """
+
+    def retention(self, key: str) -> Retention | None:
+        """What keeps any version of the object from deletion now; None when nothing does."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object for good: on a versioned bucket every version and delete marker.
+
+        The one way anything leaves the archive (erasure). A missing key is no error, so an
+        interrupted erasure can simply run again. Ask ``retention`` first: a retained version
+        makes the store refuse (StorageError) with the others already gone.
+        """
 
     def url(self, key: str, expires_in: int) -> str:
         """A URL from which anyone holding it can GET the object for ``expires_in`` seconds."""

@@ -34,6 +34,7 @@ from service.storage.base import (
     ObjectExists,
     ObjectInfo,
     ObjectMissing,
+    Retention,
     StorageError,
     StorageUnavailable,
 )
@@ -82,6 +83,14 @@ def _b64(hex_digest: str) -> str:
 def _file_sha256(path: Path) -> str:
     with path.open("rb") as src:
         return hashlib.file_digest(src, "sha256").hexdigest()
+
+
+# What an S3-compatible store answers for an API it does not have.
+_UNSUPPORTED_CODES = frozenset({"NotImplemented", "501"})
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _raise_translated(exc: Exception, action: str, key: str | None = None) -> NoReturn:
@@ -352,6 +361,95 @@ class S3Store:
                     yield item["Key"][len(self._prefix) :]
         except (BotoCoreError, ClientError) as exc:
             _raise_translated(exc, f"list {prefix!r}")
+
+    def versioned_keys(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix`` of which any version is stored, current or not, in order.
+
+        More than ``iter_keys`` on a versioned bucket: a key deleted without a version id
+        (a delete marker on top) still holds its older versions, and erasure removes them too.
+        """
+        seen: str | None = None
+        for item in self._version_items(self._full(prefix), f"list versions {prefix!r}"):
+            key = item["Key"][len(self._prefix) :]
+            if key != seen:
+                seen = key
+                yield key
+
+    def _version_items(self, full_prefix: str, action: str) -> Iterator[dict[str, Any]]:
+        """Versions and delete markers under ``full_prefix`` (markers flagged ``marker``)."""
+        pages = self._client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=full_prefix
+        )
+        try:
+            for page in pages:
+                items: list[dict[str, Any]] = [dict(v) for v in page.get("Versions", [])]
+                items += [{**m, "marker": True} for m in page.get("DeleteMarkers", [])]
+                yield from sorted(items, key=lambda item: str(item["Key"]))
+        except ClientError as exc:
+            if _code(exc) not in _UNSUPPORTED_CODES:
+                _raise_translated(exc, action)
+            # A store without versions at all (R2, say, has no ListObjectVersions): every
+            # object is its one and only version.
+            for key in self.iter_keys(full_prefix[len(self._prefix) :]):
+                yield {"Key": self._full(key), "VersionId": "null", "IsLatest": True, "plain": 1}
+        except BotoCoreError as exc:
+            _raise_translated(exc, action)
+
+    def _versions_of(self, key: str) -> list[dict[str, Any]]:
+        """Every version and delete marker of exactly ``key`` (its name is also a prefix)."""
+        full = self._full(key)
+        return [v for v in self._version_items(full, f"list versions {key!r}") if v["Key"] == full]
+
+    def retention(self, key: str) -> Retention | None:
+        """Object Lock over the object's versions: the latest date any is retained until.
+
+        HeadObject per version rather than GetObjectRetention: it answers on any bucket (one
+        without Object Lock too) and carries the legal hold as well.
+        """
+        now = datetime.now(UTC)
+        until: datetime | None = None
+        mode: str | None = None
+        held = False
+        for version in self._versions_of(key):
+            if version.get("marker"):
+                continue
+            vid = str(version["VersionId"])
+            # An unversioned object's id is "null"; the current one is simply the object.
+            current = vid == "null" and bool(version.get("IsLatest"))
+            try:
+                if current:
+                    answer = self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+                else:
+                    answer = self._client.head_object(
+                        Bucket=self.bucket, Key=self._full(key), VersionId=vid
+                    )
+            except (BotoCoreError, ClientError) as exc:
+                _raise_translated(exc, "head version", key)
+            retained = answer.get("ObjectLockRetainUntilDate")
+            if retained is not None and retained > now and (until is None or retained > until):
+                until, mode = retained, answer.get("ObjectLockMode")
+            held = held or answer.get("ObjectLockLegalHoldStatus") == "ON"
+        if until is None and not held:
+            return None
+        return Retention(key=key, until=until, mode=mode, legal_hold=held)
+
+    def delete(self, key: str) -> None:
+        """Delete every version and delete marker of ``key``, each by its version id.
+
+        A plain DeleteObject on a versioned bucket only hides the object behind a delete
+        marker; erasure must leave nothing. A version under Object Lock is refused by S3
+        (AccessDenied): StorageError, with the versions before it already gone.
+        """
+        for version in self._versions_of(key):
+            try:
+                if version.get("plain"):
+                    self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+                else:
+                    self._client.delete_object(
+                        Bucket=self.bucket, Key=self._full(key), VersionId=str(version["VersionId"])
+                    )
+            except (BotoCoreError, ClientError) as exc:
+                _raise_translated(exc, "delete", key)
 
     def url(self, key: str, expires_in: int) -> str:
         """A presigned GET, valid for ``expires_in`` seconds clamped to SigV4's 7 days."""

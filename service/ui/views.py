@@ -28,10 +28,11 @@ from service.access.principal import Principal
 from service.access.scopes import Scope
 from service.api.context import container
 from service.archive.audit import audit_archived_job
+from service.archive.tombstone import tombstone_key
 from service.db.models import Job
 from service.db.types import utcnow
 from service.errors import Conflict, Forbidden, NotFound
-from service.jobs import operator_retry
+from service.jobs import erasure, operator_retry
 from service.jobs.records import get_job
 from service.jobs.states import JobStatus
 from service.providers.endpoints import ENDPOINTS
@@ -308,6 +309,8 @@ def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
         timeline.append(Entry(job.archived_at, "archived", "ok"))
     if job.status is JobStatus.FAILED:
         timeline.append(Entry(job.updated_at, f"failed: {job.error_code}", "bad"))
+    if job.deleted_at:
+        timeline.append(Entry(job.deleted_at, "erased", "bad"))
     # Stable: at equal times the job's own steps stay ahead of the events they caused.
     timeline = sorted([*timeline, *event_entries], key=lambda entry: entry.at)
     return render_template(
@@ -322,6 +325,7 @@ def _job_page(job_id: str, audit: dict[str, Any] | None = None) -> str:
         callback_bodies={cb.id: redact(cb.body) for cb in detail.callbacks},
         timeline=timeline,
         audit=audit,
+        tombstone_key=tombstone_key(job.project, job.id),
     )
 
 
@@ -361,6 +365,47 @@ def retry(job_id: str) -> BaseResponse:
     else:
         c.wake_workers()
         flash(f"Retrying: the job is {plan.target} again. {plan.done}", "ok")
+    return redirect(url_for("ui.job", job_id=job_id))
+
+
+@bp.post("/jobs/<job_id>/erase")
+def erase(job_id: str) -> BaseResponse:
+    c = container()
+    _visible_job(job_id, Scope.JOBS_DELETE)  # 404 or 403 before anything is removed
+    reason = (request.form.get("reason") or "").strip()
+    if not reason or len(reason) > erasure.MAX_REASON:
+        flash(f"Erasing needs a reason of 1 to {erasure.MAX_REASON} characters.", "error")
+        return redirect(url_for("ui.job", job_id=job_id))
+    actor, where = _principal().actor, signins.origin()
+    try:
+        done = erasure.erase_job(
+            c.db,
+            c.store,
+            c.archiver.signer,
+            job_id,
+            actor=actor,
+            reason=reason,
+            # The audit row commits with the erasure, as the API's does.
+            on_erase=lambda session, job, done: record(
+                session,
+                AuditAction.JOB_DELETE,
+                actor=actor,
+                project=job.project,
+                target=job.id,
+                origin=where,
+                changes={
+                    "reason": reason,
+                    "objects_removed": len(done.removed),
+                    "tombstone": done.tombstone_key,
+                },
+            ),
+        )
+    except NotFound:
+        abort(404)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Erased: {len(done.removed)} objects removed; tombstone written.", "ok")
     return redirect(url_for("ui.job", job_id=job_id))
 
 

@@ -75,6 +75,7 @@ class World:
     alpha: Owned = field(default_factory=Owned)
     beta: Owned = field(default_factory=Owned)
     failed_job: str = ""  # alpha's, retryable
+    doomed_job: str = ""  # alpha's, failed, there to be erased by the "right key" case
     # alpha's, there to be deleted or rotated by the "right key" case
     doomed_endpoint: str = ""
     rotated_endpoint: str = ""
@@ -154,6 +155,16 @@ def _build(world: World, receiver: Receiver, db_url: str) -> None:
             "project": "alpha",
         },
     )["id"]
+    w.doomed_job = w.ok(
+        "post",
+        "/v1/jobs",
+        202,
+        body={
+            "endpoint": TEXT2IMG,
+            "params": {**PARAMS, "prompt": "erased [sandbox:error]"},
+            "project": "alpha",
+        },
+    )["id"]
     w.doomed_endpoint = w.ok(
         "post", "/v1/endpoints", 201, body={"url": receiver.url, "project": "alpha"}
     )["id"]
@@ -185,8 +196,9 @@ def _build(world: World, receiver: Receiver, db_url: str) -> None:
     for job_id, wanted in ((w.alpha.job, "archived"), (w.beta.job, "archived")):
         done = w.stack.wait_status(job_id, "archived", "failed", timeout=45)
         assert done["status"] == wanted, done
-    done = w.stack.wait_status(w.failed_job, "archived", "failed", timeout=45)
-    assert done["status"] == "failed", done
+    for job_id in (w.failed_job, w.doomed_job):
+        done = w.stack.wait_status(job_id, "archived", "failed", timeout=45)
+        assert done["status"] == "failed", done
     for slug, owned in (("alpha", w.alpha), ("beta", w.beta)):
         query = {"project": slug, "job_id": owned.job}
 
@@ -299,6 +311,7 @@ JOB = {"endpoint": TEXT2IMG, "params": PARAMS}
 HOOK_URL = "http://127.0.0.1:9/matrix"  # admitted by GENVAULT_EVENTS_ALLOWED_NETWORKS
 SINCE = {"since": "2020-01-01T00:00:00Z"}
 NEW_KEY = {"name": "made-by-matrix", "scopes": ["keys:write"]}
+ERASE = {"reason": "erased by the matrix"}
 
 # operationId → row. A route in /openapi.json without a row here fails the matrix.
 MATRIX: dict[str, Row] = {
@@ -309,6 +322,15 @@ MATRIX: dict[str, Row] = {
     "jobs_audit_get": Row(Scope.JOBS_READ, 200, _job, _other_job),
     "jobs_audit_post": Row(Scope.JOBS_READ, 200, _job, _other_job),
     "jobs_retry": Row(Scope.JOBS_RETRY, 202, lambda w: Call({"job_id": w.failed_job}), _other_job),
+    "jobs_remove": Row(
+        Scope.JOBS_DELETE,
+        200,
+        lambda w: Call({"job_id": w.doomed_job}, body=ERASE),
+        lambda w: (
+            Call({"job_id": w.beta.job}, body=ERASE),
+            Call({"job_id": MISSING_ID}, body=ERASE),
+        ),
+    ),
     # endpoints
     "endpoints_create": Row(
         Scope.ENDPOINTS_WRITE,
@@ -557,6 +579,7 @@ def test_the_isolation_matrix(world: World) -> None:
             "endpoint.recover",
             "event.resend",
             "job.retry",
+            "job.delete",
             "key.create",
             "key.revoke",
             "project.create",

@@ -39,6 +39,7 @@ EXPECTED_STATUSES = {
     ("post", "/v1/jobs"): _SCOPED | {"200", "202", "404", "409", "413", "422"},
     ("get", "/v1/jobs"): _SCOPED | {"200", "404", "422"},
     ("get", "/v1/jobs/{job_id}"): _SCOPED | {"200", "404", "422"},
+    ("delete", "/v1/jobs/{job_id}"): _SCOPED | {"200", "404", "409", "413", "422"},
     ("post", "/v1/jobs/{job_id}/retry"): _SCOPED | {"202", "404", "409", "422"},
     ("get", "/v1/jobs/{job_id}/audit"): _SCOPED | {"200", "404", "409", "422"},
     ("post", "/v1/jobs/{job_id}/audit"): _SCOPED | {"200", "404", "409", "422"},
