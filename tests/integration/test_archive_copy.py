@@ -116,6 +116,7 @@ def test_a_different_object_at_the_destination_is_a_conflict_and_left_alone(
         assert body.read() == b"something else"
 
 
+@pytest.mark.damages_archive
 def test_an_object_whose_bytes_do_not_match_its_digest_is_not_copied(tmp_path: Path) -> None:
     source, target = _file_store(tmp_path / "a"), _file_store(tmp_path / "b")
     _fill(source)

@@ -114,6 +114,7 @@ def _archive_in_root_layout(c: Container, monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
+@pytest.mark.damages_archive
 def test_a_project_job_is_archived_under_its_project_prefix(
     make: Any,  # noqa: F811
     fileserver: FileServer,

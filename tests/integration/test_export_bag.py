@@ -170,6 +170,7 @@ def test_export_by_job_and_by_date_range_passes_bagit(
     assert done.returncode != 0, done.stdout + done.stderr
 
 
+@pytest.mark.damages_archive
 def test_bad_bytes_in_the_archive_are_refused_and_nothing_is_left(
     files: Container, fileserver: FileServer, tmp_path: Path
 ) -> None:

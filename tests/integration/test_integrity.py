@@ -139,6 +139,7 @@ def archive_url(request: pytest.FixtureRequest, tmp_path: Path, s3_bucket: str) 
     return f"file://{tmp_path / 'files'}"
 
 
+@pytest.mark.damages_archive
 def test_a_coordinated_rewrite_of_an_image_and_its_manifest_is_reported(
     make: Any,  # noqa: F811
     fileserver: FileServer,
@@ -180,6 +181,7 @@ def test_a_coordinated_rewrite_of_an_image_and_its_manifest_is_reported(
     assert not bucket.ok and bucket.signature.startswith("invalid")
 
 
+@pytest.mark.damages_archive
 def test_derived_objects_are_listed_and_checked(
     make: Any,  # noqa: F811
     fileserver: FileServer,
@@ -216,6 +218,7 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.damages_archive
 def test_bucket_only_audit_needs_only_the_bucket_and_the_public_key(
     make: Any,  # noqa: F811
     fileserver: FileServer,
@@ -264,6 +267,7 @@ def test_bucket_only_audit_needs_only_the_bucket_and_the_public_key(
     assert missing_key.returncode == 2 and "--public-key" in missing_key.stderr
 
 
+@pytest.mark.damages_archive
 def test_a_deleted_signature_is_reported_unless_the_job_predates_signing(
     make: Any,  # noqa: F811
     fileserver: FileServer,

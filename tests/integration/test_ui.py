@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -272,6 +273,7 @@ def _signature(page: str) -> str:
     return f"{match.group(1)}: {match.group(2)}"
 
 
+@pytest.mark.damages_archive
 def test_job_page_shows_the_manifest_signature_status(
     client: FlaskClient, container: Container
 ) -> None:

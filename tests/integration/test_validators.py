@@ -64,6 +64,7 @@ def _write(root: Path, files: dict[str, bytes]) -> Path:
     return root
 
 
+@pytest.mark.damages_archive
 def test_a_hand_built_object_passes_and_each_breakage_fails(tmp_path: Path) -> None:
     files = _object_files()
     good = validate_ocfl_object(str(_write(tmp_path / "good", files)))
@@ -83,6 +84,7 @@ def test_a_hand_built_object_passes_and_each_breakage_fails(tmp_path: Path) -> N
     assert "INVALID" in bad.stdout
 
 
+@pytest.mark.damages_archive
 def test_a_storage_root_is_refused_rather_than_passed(tmp_path: Path) -> None:
     """ocfl-py exits 0 on a storage root whatever its objects hold: never taken as a pass."""
     root = tmp_path / "root"
@@ -96,6 +98,7 @@ def test_a_storage_root_is_refused_rather_than_passed(tmp_path: Path) -> None:
     assert "not validated as one OCFL object" in done.stderr
 
 
+@pytest.mark.damages_archive
 def test_the_same_object_on_moto_s3(s3_bucket: str) -> None:
     client = boto3.client("s3")
     prefix = "vault/obj"

@@ -52,9 +52,14 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, capture_output=True, text=True, timeout=TIMEOUT, check=False, env=_tool_env()
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={**_tool_env(), **(env or {})},
     )
 
 
@@ -73,7 +78,7 @@ def ocfl_location(location: str, endpoint_url: str | None = None) -> str:
 
 
 def validate_ocfl_object(
-    location: str, *, endpoint_url: str | None = None
+    location: str, *, endpoint_url: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``ocfl-validate.py`` over one OCFL object root: a directory, ``file://…`` or ``s3://…``.
 
@@ -83,7 +88,7 @@ def validate_ocfl_object(
     """
     tool = require(OCFL_VALIDATE)
     target = ocfl_location(location, endpoint_url)
-    done = _run([str(tool), target])
+    done = _run([str(tool), target], env)
     said_valid = any(
         " Object at " in line and line.endswith(" is VALID") for line in done.stdout.splitlines()
     )

@@ -31,7 +31,7 @@ class Recorder:
 
 def _wait_queued(group: GroupCommit[int, int], n: int) -> None:
     for _ in range(500):
-        with group._cond:  # the test waits for callers to have queued
+        with group._lock:  # the test waits for callers to have queued
             if len(group._queued) >= n:
                 return
         threading.Event().wait(0.01)
@@ -112,3 +112,34 @@ def test_a_write_that_returns_the_wrong_number_of_results_is_an_error() -> None:
     group: GroupCommit[int, int] = GroupCommit(lambda items: [])
     with pytest.raises(AssertionError, match="0 results for 1 items"):
         group.submit(1)
+
+
+def test_a_written_caller_returns_while_the_next_batch_is_still_being_written() -> None:
+    # Each caller is woken for itself: a finished batch does not wait on the next one.
+    gates = [threading.Event(), threading.Event()]
+    entered = [threading.Event(), threading.Event()]
+    calls = 0
+
+    def write(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        n = calls = calls + 1
+        if n <= 2:
+            entered[n - 1].set()
+            assert gates[n - 1].wait(5)
+        return list(items)
+
+    group = GroupCommit(write)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(group.submit, 1)
+        assert entered[0].wait(5)
+        second = [pool.submit(group.submit, i) for i in (2, 3)]
+        _wait_queued(group, 2)
+        gates[0].set()  # batch [1] done; 2 leads [2, 3], which blocks
+        assert entered[1].wait(5)
+        assert first.result(5) == 1
+        third = pool.submit(group.submit, 4)
+        _wait_queued(group, 1)
+        assert not third.done() and not any(f.done() for f in second)
+        gates[1].set()
+        assert [f.result(5) for f in second] == [2, 3]
+        assert third.result(5) == 4
