@@ -18,6 +18,7 @@ from tests.support.archive_checks import (
     assert_logs_clean,
     assert_no_secrets,
     callbacks,
+    content_keys,
     job_keys,
     png_bytes,
     s3_client,
@@ -132,7 +133,7 @@ def test_late_and_duplicate_webhooks_change_nothing(stack_factory: Callable[...,
     after = stack.job(done["id"])
     assert after["status"] == "archived" and after["manifest_key"] == done["manifest_key"]
     verify_archive(stack, after)
-    assert len(job_keys(stack, done["id"])) == 6  # 2 images, 2 thumbnails, manifest, signature
+    assert len(content_keys(stack, done["id"])) == 6  # 2 images, 2 thumbnails, manifest, signature
     # The second delivery was recognised as the same callback and not even recorded.
     assert [c for c in callbacks(stack, done["id"]) if c[0] == "webhook"] == [
         ("webhook", "success")
@@ -231,7 +232,7 @@ def test_retry_rearchives_a_failed_archive_exactly_once(
     assert [(a["width"], a["height"]) for a in manifest["assets"]] == [(96, 64)]
     assert manifest["assets"][0]["source_url"] == output
     assert (
-        len(job_keys(stack, job["id"])) == 4
+        len(content_keys(stack, job["id"])) == 4
     )  # image, thumbnail, manifest, signature: no duplicates
     assert origin.hits["/generations/out-0.png"] == 2
     keys = objects(stack, job["id"])

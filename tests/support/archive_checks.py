@@ -49,6 +49,12 @@ def job_keys(stack: Stack, job_id: str) -> list[str]:
     )
 
 
+def content_keys(stack: Stack, job_id: str) -> list[str]:
+    """The job's own files: ``job_keys`` without its OCFL object's structure (declaration
+    and inventories), which ``verify_archive`` checks."""
+    return [k for k in job_keys(stack, job_id) if "/v1/content/" in k or "%3a" not in k]
+
+
 def _check_object(stack: Stack, entry: dict[str, Any]) -> bytes:
     """The object behind a manifest entry, checked against the entry's sha256/size/size."""
     obj = s3_client(stack).get_object(

@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from tests.support.archive_checks import job_keys, s3_client, verify_archive
+from tests.support.archive_checks import content_keys, job_keys, s3_client, verify_archive
 from tests.support.stack import BIN, ROOT, Stack
 
 TEXT2IMG = "modelslab/text2img"
@@ -125,9 +125,20 @@ def assert_invariant(stack: Stack, jobs: list[dict[str, Any]]) -> None:
         verify_archive(stack, done)  # also: the job's objects are exactly what it lists
         keys = job_keys(stack, done["id"])
         assert sum(k.endswith("/manifest.json") for k in keys) == 1
-        # Two images, their two thumbnails, one manifest and its signature.
-        assert len(keys) == 6, keys
+        # Two images, their two thumbnails, one manifest and its signature (and the OCFL
+        # object's declaration and inventories, which verify_archive checked).
+        assert len(content_keys(stack, done["id"])) == 6, keys
         expected.update(keys)
+        # Its project's OCFL storage root: declaration, layout, the layout's config.
+        root = f"{stack.prefix}/projects/{done['project']}"
+        expected.update(
+            f"{root}/{name}"
+            for name in (
+                "0=ocfl_1.1",
+                "ocfl_layout.json",
+                "extensions/0003-hash-and-id-n-tuple-storage-layout/config.json",
+            )
+        )
     pages = s3_client(stack).get_paginator("list_objects_v2").paginate(Bucket=stack.bucket)
     stored = {o["Key"] for p in pages for o in p.get("Contents", [])}
     assert stored == expected, f"orphan objects: {sorted(stored - expected)}"
