@@ -187,7 +187,9 @@ def _prune_callbacks(
         Callback.received_at < cutoff,
         exists().where(
             Job.id == Callback.job_id,
-            Job.status == JobStatus.ARCHIVED.value,
+            # An erased job needs none of its callbacks (one a provider sent after the
+            # erasure holds its output URLs).
+            Job.status.in_((JobStatus.ARCHIVED.value, JobStatus.DELETED.value)),
             or_(Job.result_callback_id.is_(None), Job.result_callback_id != Callback.id),
         ),
         ~exists().where(Task.job_id == Callback.job_id, Task.status.in_(_LIVE)),
@@ -215,11 +217,16 @@ def _prune_callbacks(
         if young is not None:
             cursor.after = young - 1
             return removed, True
-        # Not past the last id there is: ids not yet taken may still fall in this window.
-        top = s.execute(select(func.max(Callback.id)).where(window)).scalar()
         beyond = s.execute(select(Callback.id).where(Callback.id > low + batch).limit(1)).first()
-        cursor.after = low + batch if beyond is not None else (top or low)
-        return removed, beyond is None
+        if beyond is not None:
+            cursor.after = low + batch
+            return removed, False
+        # At the end: the next id is one past the highest left. SQLite hands out max(id) + 1,
+        # so once the newest callbacks are pruned it takes their ids again: the walk waits at
+        # the highest id there is, not at the window's end, or it would never see those.
+        top = s.execute(select(func.max(Callback.id))).scalar()
+        cursor.after = min(top or 0, low + batch)
+        return removed, True
 
 
 def _prune_events(db: Database, cutoff: datetime, batch: int) -> dict[str, int]:

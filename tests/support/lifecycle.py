@@ -132,6 +132,9 @@ def populate(db: Database, *, age: timedelta = OLD) -> Populated:
                 )
                 out.pruned_callbacks.add(first.id)
                 out.kept_callbacks.add(second.id)
+            elif status is JobStatus.DELETED:
+                # An erased job needs none (these came after its erasure, say).
+                out.pruned_callbacks |= {first.id, second.id}
             else:
                 out.kept_callbacks |= {first.id, second.id}
             # Every job had a submit that finished long ago; jobs not final have live work.
