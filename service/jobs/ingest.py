@@ -103,15 +103,14 @@ LEFT JOIN stored ON stored.job_id = job.id AND stored.body_sha256 = job.body_sha
 ORDER BY input.n
 """
 
+# The job's provider is checked by the caller (_PROVIDER_OF): track_id is unique.
 _SQLITE_LOOKUP = """
-SELECT id, EXISTS (
+SELECT id, endpoint, EXISTS (
     SELECT 1 FROM callbacks c
     WHERE c.job_id = jobs.id AND c.source = 'webhook' AND c.body_sha256 = :body_sha256
 )
 FROM jobs
 WHERE track_id = :track_id
-  -- A track_id only answers to the provider its job was sent to.
-  AND json_extract(:providers, '$."' || endpoint || '"') = :provider
 """
 _SQLITE_STORE = """
 INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
@@ -126,8 +125,9 @@ VALUES ('callback', :job_id, :payload, 'queued', 0, :max_attempts, :now, :now, :
 """
 
 
-# Which provider each endpoint belongs to, as both databases' statements look it up.
-_PROVIDERS_JSON = json.dumps({name: spec.provider for name, spec in ENDPOINTS.items()})
+# Which provider each endpoint belongs to: PostgreSQL's statement looks it up in the JSON.
+_PROVIDER_OF = {name: spec.provider for name, spec in ENDPOINTS.items()}
+_PROVIDERS_JSON = json.dumps(_PROVIDER_OF)
 
 
 class WriterTurns:
@@ -321,16 +321,11 @@ def _write_sqlite(
         # no lock: only new callbacks queue for the one writer.
         for n, c in enumerate(batch):
             found = cur.execute(
-                _SQLITE_LOOKUP,
-                {
-                    "track_id": c.track_id,
-                    "body_sha256": c.body_sha256,
-                    "provider": c.provider,
-                    "providers": _PROVIDERS_JSON,
-                },
+                _SQLITE_LOOKUP, {"track_id": c.track_id, "body_sha256": c.body_sha256}
             ).fetchone()
-            if found is not None:
-                job_id, duplicate = found
+            # A track_id only answers to the provider its job was sent to.
+            if found is not None and _PROVIDER_OF.get(found[1]) == c.provider:
+                job_id, _endpoint, duplicate = found
                 out[n] = (True, None)
                 if not duplicate:
                     new.append((n, job_id, c))
