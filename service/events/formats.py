@@ -14,6 +14,7 @@ from typing import Any
 
 from service.db.models import Event
 from service.events import outbox
+from service.jobs.shape import object_uri
 from service.storage.base import ArchiveStore
 
 CLOUDEVENTS_TYPE_PREFIX = "com.genvault."
@@ -34,6 +35,7 @@ class Links(enum.StrEnum):
 def stable_links(data: dict[str, Any], store: ArchiveStore, public_url: str) -> dict[str, Any]:
     """Keys and locations (``uri``) of the assets, no presigned URL, and the job's API URL."""
     out = dict(data)
+    out["object_uri"] = object_uri(data.get("manifest_key"), store)
     out["assets"] = [
         {**a, "uri": store.uri(a["key"]) if a.get("key") else None, "url": None}
         for a in data.get("assets") or ()

@@ -22,7 +22,7 @@ from service.db.models import Asset, Event, EventDelivery, EventEndpoint, Job, T
 from service.db.session import Database
 from service.db.types import utcnow
 from service.events.types import DeliveryStatus, EventType, new_event_id
-from service.jobs.shape import job_json
+from service.jobs.shape import job_json, object_uri
 from service.jobs.states import JobStatus
 from service.storage.base import ArchiveStore
 from service.tasks.kinds import TaskKind
@@ -164,6 +164,7 @@ def job_snapshot(session: Session, job: Job) -> dict[str, Any]:
 def with_links(data: Mapping[str, Any], store: ArchiveStore, expires_in: int) -> dict[str, Any]:
     """The snapshot with each archived asset's link and location filled in, as job JSON has it."""
     out = dict(data)
+    out["object_uri"] = object_uri(data.get("manifest_key"), store)
     assets: Iterable[Mapping[str, Any]] = data.get("assets") or ()
     out["assets"] = [
         {

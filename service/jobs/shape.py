@@ -122,13 +122,14 @@ def job_out(job: Job, assets: Iterable[Asset], store: ArchiveStore, expires_in: 
             for a in outputs
         ],
         manifest_key=job.manifest_key,
-        object_uri=_object_uri(job, store),
+        object_uri=object_uri(job.manifest_key, store),
         deleted_at=job.deleted_at,
     )
 
 
-def _object_uri(job: Job, store: ArchiveStore) -> str | None:
-    where = layout.parse(job.manifest_key) if job.manifest_key else None
+def object_uri(manifest_key: str | None, store: ArchiveStore) -> str | None:
+    """The root of the OCFL object whose manifest is ``manifest_key``; None outside one."""
+    where = layout.parse(manifest_key) if manifest_key else None
     root = where.object_root if where is not None else None
     return store.uri(root) if root else None
 

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from tests.support.stack import SECRET, Stack
-from tests.support.validators import validate_ocfl_object
+from tests.support.validators import validate_ocfl_objects
 
 # Every provider key of the stack contains "secret", and so does the webhook HMAC key.
 SECRETS = ("ml-e2e-key-secret", "ml-enterprise-e2e-key-secret", "aiml-e2e-key-secret", SECRET)
@@ -71,8 +71,12 @@ def _check_object(stack: Stack, entry: dict[str, Any]) -> bytes:
     return data
 
 
-def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
-    """Read the manifest back from S3 and check every image (outputs and inputs) against it."""
+def verify_archive(stack: Stack, job: dict[str, Any], *, validate: bool = True) -> dict[str, Any]:
+    """Read the manifest back from S3 and check every image (outputs and inputs) against it.
+
+    ``validate``: also run ocfl-py over the job's object (a caller checking many jobs runs
+    it once for all of them: ``validate_objects``).
+    """
     s3 = s3_client(stack)
     manifest_key = f"{stack.prefix}/{job['manifest_key']}"
     manifest = json.loads(s3.get_object(Bucket=stack.bucket, Key=manifest_key)["Body"].read())
@@ -120,10 +124,20 @@ def verify_archive(stack: Stack, job: dict[str, Any]) -> dict[str, Any]:
         )
     ]
     assert job_keys(stack, job["id"]) == sorted(expected + structure)
-    checked = validate_ocfl_object(job["object_uri"], endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"])
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    if validate:
+        validate_objects(stack, [job["object_uri"]])
     assert_no_secrets(json.dumps(manifest), json.dumps(job))
     return manifest
+
+
+def validate_objects(stack: Stack, object_uris: list[str]) -> None:
+    """ocfl-py over these objects of the stack's bucket, in one run: each must be VALID."""
+    checked = validate_ocfl_objects(
+        object_uris,
+        endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"],
+        env={k: v for k, v in stack.env.items() if k.startswith("AWS_")},
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def assert_no_secrets(*texts: str) -> None:
