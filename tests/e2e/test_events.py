@@ -62,6 +62,7 @@ def _wait(cond: Callable[[], bool], what: str, stack: Stack, timeout: float = 30
         time.sleep(0.05)
 
 
+@pytest.mark.damages_archive  # deletes an image to raise audit.failed
 def test_events_reach_receivers_and_listen(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory(
         GENVAULT_EVENTS_ALLOWED_NETWORKS="127.0.0.1/32",
