@@ -394,6 +394,7 @@ def write_signed_manifest(
     metadata = {"job-id": job.id, "track-id": job.track_id}
     try:
         store.put_bytes(key, body, content_type="application/json", metadata=metadata)
+        ocfl_objects.remember(store, key, [body])
     except ObjectExists:
         # An earlier run wrote it and died before recording it: it stands, and it is
         # what gets signed and recorded (its timings differ from ours).
@@ -405,6 +406,7 @@ def write_signed_manifest(
         store.put_bytes(
             signature_key(key), signature, content_type="application/json", metadata=metadata
         )
+        ocfl_objects.remember(store, signature_key(key), [signature])
     return body
 
 
@@ -532,6 +534,7 @@ def put_verified(
     """Write once; an object already there with the same SHA-256 is ours from an earlier run."""
     try:
         store.put_file(key, path, sha256=sha256, content_type=content_type, metadata=metadata)
+        ocfl_objects.remember_file(store, key, path)  # for its object's inventory
     except ObjectExists:
         existing = store.head(key).sha256
         if existing != sha256:

@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from service.archive import layout
+from service.archive.ocfl import objects as ocfl_objects
 from service.archive.parallel import in_parallel
 from service.db.models import Asset, Job
 from service.db.session import Database
@@ -161,6 +162,7 @@ class Thumbnailer:
                     "of": output.key,
                 },
             )
+            ocfl_objects.remember(self.store, key, [preview.data])  # for the inventory
         except ObjectExists:
             # An earlier run stored it and died before recording it: record what is there.
             info = self.store.head(key)

@@ -217,7 +217,7 @@ def test_a_coordinated_rewrite_passes_ocfl_validation_but_fails_the_audit(
     # sidecars) rebuilt to agree with it: a consistent OCFL object.
     forged = badfiles.image_bytes("png", 41, 17)
     _rewrite(c, f"{root}/v1/content/0.png", forged)
-    files = ocfl_objects.content(c.store, root)
+    files = ocfl_objects.content(c.store, root, read_back=True)
     found = ocfl_objects.read(c.store, root)
     assert found is not None
     body = inventory.build(found.object_id, found.created, files, "rewritten")
