@@ -286,17 +286,7 @@ def remove(job_id: str) -> tuple[Response, int]:
         job_id,
         actor=auth.principal().actor,
         reason=body.reason,
-        on_erase=lambda session, job, done: auth.audit(
-            session,
-            AuditAction.JOB_DELETE,
-            project=job.project,
-            target=job.id,
-            changes={
-                "reason": body.reason,
-                "objects_removed": len(done.removed),
-                "tombstone": done.tombstone_key,
-            },
-        ),
+        origin=auth.origin(),
     )
     # Shown under the scope that allowed it, as a retry is.
     return respond(_one(job_id, Scope.JOBS_DELETE))

@@ -14,7 +14,7 @@ In this order, so that no step leaves a state the next run cannot finish:
 5. One transaction: the job reads ``deleted`` with ``deleted_at``; its asset rows, its
    provider callbacks (bodies with prompts and output URLs) and its params and metadata go;
    its queued tasks end; earlier events of the job lose their metadata; ``job.deleted``
-   goes out and the caller's audit row (``on_erase``) commits with it.
+   goes out and its ``job.delete`` audit row commits with it.
 
 A crash anywhere before step 5 leaves the job as it was in the database: the same request
 again lists what is left, keeps the tombstone already written and finishes.
@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from service.access import audit_log
+from service.access.audit_log import AuditAction, Origin
 from service.archive import layout, tombstone
 from service.archive.tombstone import Removed
 from service.db.models import Asset, Callback, Event, Job, Task
@@ -61,9 +63,6 @@ class Erasure:
     already: bool = False
 
 
-OnErase = Callable[[Session, Job, Erasure], object]
-
-
 def erase_job(
     db: Database,
     store: ArchiveStore,
@@ -72,12 +71,13 @@ def erase_job(
     *,
     actor: str,
     reason: str,
-    on_erase: OnErase | None = None,
+    origin: Origin,
 ) -> Erasure:
     """Erase ``job_id`` (see the module's steps); Conflict or Retained when it cannot be.
 
-    ``actor`` names who asks, as the audit log does. ``on_erase`` runs in the transaction
-    that marks the job deleted (the audit row commits with it, or neither does).
+    ``actor`` names who asks, as the audit log does, and ``origin`` where from: the
+    ``job.delete`` audit row commits in the transaction that marks the job deleted (the API
+    and the dashboard alike), or neither does.
     """
     with db.transaction() as session:
         job = records.get_job(session, job_id)
@@ -108,8 +108,19 @@ def erase_job(
         _mark_deleted(session, job, at)
         data_out = {**outbox.job_snapshot(session, job), "tombstone_key": where}
         outbox.emit(session, EventType.JOB_DELETED, data_out, project=job.project, job_id=job.id)
-        if on_erase is not None:
-            on_erase(session, job, done)
+        audit_log.record(
+            session,
+            AuditAction.JOB_DELETE,
+            actor=actor,
+            project=job.project,
+            target=job.id,
+            origin=origin,
+            changes={
+                "reason": reason,
+                "objects_removed": len(done.removed),
+                "tombstone": done.tombstone_key,
+            },
+        )
     log.info("job erased", extra={"job_id": job_id, "objects": len(removed)})
     return done
 

@@ -379,26 +379,7 @@ def erase(job_id: str) -> BaseResponse:
     actor, where = _principal().actor, signins.origin()
     try:
         done = erasure.erase_job(
-            c.db,
-            c.store,
-            c.archiver.signer,
-            job_id,
-            actor=actor,
-            reason=reason,
-            # The audit row commits with the erasure, as the API's does.
-            on_erase=lambda session, job, done: record(
-                session,
-                AuditAction.JOB_DELETE,
-                actor=actor,
-                project=job.project,
-                target=job.id,
-                origin=where,
-                changes={
-                    "reason": reason,
-                    "objects_removed": len(done.removed),
-                    "tombstone": done.tombstone_key,
-                },
-            ),
+            c.db, c.store, c.archiver.signer, job_id, actor=actor, reason=reason, origin=where
         )
     except NotFound:
         abort(404)

@@ -24,6 +24,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from service.access.audit_log import Origin
 from service.app import create_app
 from service.archive import layout, pipeline, tombstone
 from service.archive.audit import run_audit
@@ -55,6 +56,9 @@ def archive_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "s3":
         return f"s3://{request.getfixturevalue('s3_bucket')}/vault"
     return f"file://{tmp_path / 'archive'}"
+
+
+HERE = Origin.of(None, None)  # where the test's erasures come from
 
 
 def _archive(
@@ -219,7 +223,15 @@ def test_reindex_after_the_database_is_lost_gives_back_the_same_jobs(
         _in_layout(patched, "root")
         jobs.append(_archive(c, fileserver))
     erased = _archive(c, fileserver)
-    erase_job(c.db, c.store, c.archiver.signer, erased.id, actor="test", reason="asked to")
+    erase_job(
+        c.db,
+        c.store,
+        c.archiver.signer,
+        erased.id,
+        actor="test",
+        reason="asked to",
+        origin=Origin.of(None, None),
+    )
     keys = [j.manifest_key for j in jobs]
     assert [layout.parse(k).ocfl for k in keys] == [True, True, True, False, False]  # type: ignore[union-attr]
     assert keys[3].startswith("projects/alpha/2") and keys[4][:2] == "20"
@@ -297,7 +309,15 @@ def test_what_cannot_be_trusted_is_reported_and_the_rest_imported_once(
         tombstone.render(half, actor="t", at=utcnow(), reason="r", removed=[]),
         half.id,
     )
-    erase_job(c.db, c.store, signer, forged.id, actor="test", reason="asked to")
+    erase_job(
+        c.db,
+        c.store,
+        signer,
+        forged.id,
+        actor="test",
+        reason="asked to",
+        origin=Origin.of(None, None),
+    )
     forged_stone = tombstone.tombstone_key("default", forged.id)
     _rewrite(c, forged_stone + ".sig", signer.sign(b"something else"))
     # An object never committed (its archive did not finish): counted, not an error.
