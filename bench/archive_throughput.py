@@ -40,6 +40,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The checkout whose code is measured (--root PATH) goes first, before anything imports its
+# service package: bench_support does at once (through tests.support).
+if "--root" in sys.argv[:-1]:
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--root") + 1]).resolve()))
 
 from bench_support import Server, delayed, file_server, moto_server  # noqa: E402
 
@@ -201,7 +205,6 @@ def main() -> int:
     )
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose code is measured")
     args = parser.parse_args()
-    sys.path.insert(0, str(args.root.resolve()))  # its service package first
 
     n = args.jobs * args.images
     with (
