@@ -369,17 +369,19 @@ class Archiver:
         )
         # Outside any transaction: a slow store must not hold database locks.
         body = self._write_manifest(job, key, body)
+        # The manifest's own time (an earlier attempt's, if its manifest stands): the
+        # object's version and the job's row say it, so a second attempt writes the same
+        # inventory and a database rebuilt from the archive (reindex) says the same.
+        when = archived_at(body, now)
         if where.ocfl:
-            commit_object(self.store, where, body)
+            commit_object(self.store, where, when)
         with self.db.transaction() as session:
             job = records.get_job(session, job_id, for_update=True)
             job.nsfw = nsfw
             if records.advance(job, JobStatus.ARCHIVED):
                 job.manifest_key = key
                 job.manifest_sha256 = hashlib.sha256(body).hexdigest()
-                # The manifest's own time (an earlier attempt's, if its manifest stands), so
-                # a database rebuilt from the archive (reindex) says exactly what this one does.
-                job.archived_at = job.updated_at = archived_at(body, now)
+                job.archived_at = job.updated_at = when
                 _summarise_inline_outputs(session, job_id)
         log.info("archived", extra={"job_id": job_id, "assets": len(assets)})
 
@@ -418,21 +420,20 @@ def archived_at(manifest_body: bytes, default: datetime) -> datetime:
         return default
 
 
-def commit_object(store: ArchiveStore, where: layout.JobLayout, manifest_body: bytes) -> None:
+def commit_object(store: ArchiveStore, where: layout.JobLayout, created: datetime) -> None:
     """Make the job's stored files an OCFL object: its inventory, written last.
 
-    The version's timestamp is the manifest's ``archived_at``: the manifest that stands in
-    the store (an earlier attempt's, after a crash) gives the same inventory again.
+    ``created``, the version's timestamp, is the manifest's ``archived_at``: the manifest
+    that stands in the store (an earlier attempt's, after a crash) gives the same inventory.
     """
     assert where.object_root is not None
     assert where.storage_root is not None
     ocfl_objects.declare_storage_root(store, where.storage_root)
-    archived_at = json.loads(manifest_body)["timings"]["archived_at"]
     ocfl_objects.commit(
         store,
         where.object_root,
         where.object_id,
-        created=archived_at,
+        created=created.isoformat(),
         message=f"genvault archived job {where.job_id}",
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,15 @@ from sqlalchemy import select
 
 from service.archive import layout
 from service.archive.audit import archived_jobs, asset_rows, manifest_entries
-from service.archive.pipeline import commit_object, put_verified, write_signed_manifest
+from service.archive.pipeline import (
+    archived_at,
+    commit_object,
+    put_verified,
+    write_signed_manifest,
+)
 from service.db.models import Asset, Job
 from service.db.session import Database
+from service.db.types import utcnow
 from service.security.signing import BadSignature, Signer, signature_key
 from service.storage.base import ArchiveStore, ObjectMissing
 
@@ -117,7 +123,7 @@ class Upgrader:
             new.manifest_key(),
             json.dumps(rekeyed, indent=2, sort_keys=True, ensure_ascii=False).encode(),
         )
-        commit_object(self.store, new, new_body)
+        commit_object(self.store, new, archived_at(new_body, job.archived_at or utcnow()))
         with self.db.transaction() as session:
             stored = session.get(Job, job.id, with_for_update=True)
             assert stored is not None
@@ -200,7 +206,3 @@ def _key_id(signature_document: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return found if isinstance(found, str) else None
-
-
-def deletable_lines(report: UpgradeReport) -> Iterator[str]:
-    yield from (f"{prefix}/" for prefix in report.deletable)

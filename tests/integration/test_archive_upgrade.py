@@ -8,9 +8,7 @@ whose old record does not verify is refused and left as it was; a second run cha
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from service.wiring import Container
 from tests.integration.test_archive import _deliver, _settle, make, sandbox  # noqa: F401
 from tests.integration.test_archive_projects import _asset_keys, _waiting, archive_url  # noqa: F401
 from tests.support import badfiles
-from tests.support.app import AUTH, SECRET
+from tests.support.app import AUTH, run_cli
 from tests.support.fileserver import FileServer
 from tests.support.validators import validate_ocfl_object
 
@@ -55,21 +53,7 @@ def _archive_as(
 
 
 def _cli(c: Container, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "GENVAULT_DATABASE_URL": c.settings.database_url,
-        "GENVAULT_ARCHIVE_URL": c.settings.archive_url,
-        "GENVAULT_SECRET_KEY": SECRET,
-        "PATH": str(Path(sys.executable).parent),
-        **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(c, *args)
 
 
 def _shown(c: Container, job_id: str) -> dict[str, Any]:

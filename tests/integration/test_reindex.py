@@ -12,10 +12,8 @@ imports nothing, `--project` reads one project, and an interrupted run goes on.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from tests.integration.test_archive_projects import _inline_png, _project
 from tests.integration.test_ocfl import _read, _rewrite
 from tests.integration.test_ui import _cards, _sign_in, _signature
 from tests.support import badfiles
-from tests.support.app import AUTH, SECRET
+from tests.support.app import AUTH, run_cli
 from tests.support.fileserver import FileServer
 
 __all__ = ["sandbox"]  # the fixture, shared with test_archive
@@ -160,21 +158,8 @@ def _erased(shown: dict[str, Any], job_id: str) -> list[dict[str, Any]]:
 
 
 def _cli(c: Container, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "GENVAULT_DATABASE_URL": c.settings.database_url,
-        "GENVAULT_ARCHIVE_URL": c.settings.archive_url,
-        "GENVAULT_SECRET_KEY": SECRET,
-        "PATH": str(Path(sys.executable).parent),
-    }
-    env |= {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=env,
-        cwd=Path(c.settings.database_url.removeprefix("sqlite:///")).parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return run_cli(
+        c, *args, cwd=Path(c.settings.database_url.removeprefix("sqlite:///")).parent, timeout=300
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,3 +78,26 @@ def apply_callbacks(c: Container) -> int:
         with c.db.transaction() as s:
             s.execute(update(Task).where(Task.id == task.id).values(status=TaskStatus.DONE))
     return len(tasks)
+
+
+def run_cli(
+    c: Container, *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`genvault ARGS…` as a process beside ``c``: its database and archive, the test
+    secret, and the AWS_* variables that point boto3 at moto's server."""
+    env = {
+        "GENVAULT_DATABASE_URL": c.settings.database_url,
+        "GENVAULT_ARCHIVE_URL": c.settings.archive_url,
+        "GENVAULT_SECRET_KEY": SECRET,
+        "PATH": str(Path(sys.executable).parent),
+        **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -75,10 +75,6 @@ class Inventory:
     sha512: Mapping[str, str]
     sha256: Mapping[str, str]
 
-    @property
-    def paths(self) -> list[str]:
-        return sorted(self.sha512)
-
 
 def parse(body: bytes, digest_file: bytes) -> Inventory:
     """Check ``body`` against its sidecar and read what genvault needs of it."""

@@ -42,13 +42,6 @@ def object_id(job_id: str) -> str:
     return OBJECT_ID_PREFIX + job_id
 
 
-def job_id_of(object_id: str) -> str | None:
-    """The job an object id names; None for an id genvault did not give."""
-    if not object_id.startswith(OBJECT_ID_PREFIX):
-        return None
-    return object_id[len(OBJECT_ID_PREFIX) :] or None
-
-
 def _encapsulation(object_id: str, digest: str) -> str:
     encoded = "".join(
         char if _SAFE.fullmatch(char) else "".join(f"%{b:02x}" for b in char.encode())
