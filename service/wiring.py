@@ -27,7 +27,7 @@ from service.events.destinations.base import AddressCheck, OpenContext
 from service.events.destinations.registry import Destinations
 from service.fetch.downloader import Downloader
 from service.fetch.policy import AddressPolicy, HostPolicy
-from service.jobs.applying import CallbackApplier
+from service.jobs.applying import CallbackApplier, PendingCallbacks
 from service.jobs.callbacks import CallbackReceiver
 from service.jobs.failures import GiveUp
 from service.jobs.ingest import WebhookIngest
@@ -184,6 +184,7 @@ class Container:
             ],
             abandon_writes=abandon_writes,
             wakeup=self.wakeup,
+            intake=PendingCallbacks(self.db, self.queue, self.timing),
         )
         self.wake_event = worker.wake_event
         return worker
@@ -254,7 +255,6 @@ def build(settings: Settings) -> Container:
             make_engine(settings.database_url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
             if db.dialect != "sqlite"
             else db.engine,
-            settings.task_max_attempts,
             on_queued=wakeup.notify if wakeup is not None else lambda: None,
         ),
         providers,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -177,10 +178,19 @@ class Callback(Base):
     result: Mapped[dict[str, Any]]  # the normalised ProviderResult the archive works from
     body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A webhook callback the worker has not applied to its job yet (jobs/applying.py).
+    pending: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     # The same body twice is the same callback: providers retry webhooks.
     __table_args__ = (
         UniqueConstraint("job_id", "source", "body_sha256", name="uq_callbacks_body"),
+        # Only the pending ones (0011): the worker finds them at the same cost at any size.
+        Index(
+            "ix_callbacks_pending",
+            "id",
+            postgresql_where=text("pending"),
+            sqlite_where=text("pending"),
+        ),
     )
 
 

@@ -185,6 +185,7 @@ def _prune_callbacks(
     window = and_(Callback.id > low, Callback.id <= low + batch)
     unneeded = and_(
         Callback.received_at < cutoff,
+        Callback.pending.is_(False),  # the worker has yet to apply it
         exists().where(
             Job.id == Callback.job_id,
             # An erased job needs none of its callbacks (one a provider sent after the

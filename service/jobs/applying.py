@@ -1,24 +1,109 @@
-"""The worker's half of a webhook: apply a stored callback to its job (the state machine).
+"""The worker's half of a webhook: apply stored callbacks to their jobs (the state machine).
 
-The webhook request only stored the callback and queued a ``callback`` task for it
-(jobs/ingest.py); this handler does what the request used to do inline: lock the job, move
-it on through records.advance()/fail() (results.apply), and queue the archive on success.
-Running it twice is harmless: advance() refuses a move the job has already made, and the
-archive task is deduplicated per job.
+The webhook request only stored the callback, marked pending (jobs/ingest.py). The worker
+loop calls ``PendingCallbacks.apply`` before it claims tasks: it takes the oldest pending
+callbacks (skipping those another worker holds), and for each locks its job and moves it on
+through records.advance()/fail() (results.apply), queueing the archive on success, all in
+one transaction that also clears their ``pending``. A crash before the commit leaves them
+pending for the next pass. Applying one twice is harmless anyway: advance() refuses a move
+the job has already made, and the archive task is deduplicated per job.
+
+A callback whose application raises (a bug, a row that cannot be read) is not retried in a
+loop: it gets a ``callback`` task instead, which the queue retries with backoff and gives up
+on visibly. ``CallbackApplier`` runs those tasks, and those that earlier releases queued
+for every callback.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.db.availability import is_unavailable
+from service.db.models import Callback
 from service.db.session import Database
 from service.errors import PermanentError
 from service.jobs import records, results
+from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask, TaskQueue
+
+log = logging.getLogger(__name__)
+
+
+def _apply(
+    session: Session,
+    queue: TaskQueue,
+    timing: results.PollTiming,
+    callback_id: int,
+    job_id: str,
+    result: dict[str, Any],
+) -> None:
+    job = records.get_job(session, job_id, for_update=True)
+    answer = results.result_from_json(result)
+    results.apply(session, queue, job, answer, callback_id, timing=timing)
+
+
+@dataclass
+class PendingCallbacks:
+    """Applies the webhook callbacks still pending, oldest first, a batch per transaction."""
+
+    db: Database
+    queue: TaskQueue
+    timing: results.PollTiming
+    batch: int = 100
+
+    def __call__(self) -> bool:
+        """The worker's intake: apply a batch; True when it was full (more may wait)."""
+        return self.apply() == self.batch
+
+    def apply(self) -> int:
+        """Apply up to ``batch`` pending callbacks; how many were taken (a full batch: call
+        again)."""
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(Callback.id, Callback.job_id, Callback.result)
+                .where(Callback.pending)
+                .order_by(Callback.id)
+                .limit(self.batch)
+                # Two workers share the backlog instead of queueing on each other's rows.
+                .with_for_update(skip_locked=True)
+            ).all()
+            for callback_id, job_id, result in rows:
+                try:
+                    with session.begin_nested():
+                        _apply(session, self.queue, self.timing, callback_id, job_id, result)
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise
+                    log.exception(
+                        "applying a callback failed; it is retried as a task",
+                        extra={"callback_id": callback_id, "job_id": job_id},
+                    )
+                    self.queue.enqueue(
+                        session,
+                        TaskKind.CALLBACK,
+                        job_id=job_id,
+                        payload={"callback_id": callback_id},
+                    )
+            if rows:
+                session.execute(
+                    update(Callback)
+                    .where(Callback.id.in_([row.id for row in rows]))
+                    .values(pending=False)
+                    .execution_options(synchronize_session=False)
+                )
+        return len(rows)
 
 
 @dataclass
 class CallbackApplier:
+    """The ``callback`` task: one callback that failed to apply in a batch, or one an
+    earlier release queued."""
+
     db: Database
     queue: TaskQueue
     timing: results.PollTiming
@@ -31,6 +116,5 @@ class CallbackApplier:
             callback = records.callback(session, callback_id)
             if callback is None:
                 raise PermanentError(f"callback {callback_id} is gone")
-            job = records.get_job(session, callback.job_id, for_update=True)
-            answer = results.result_from_json(callback.result)
-            results.apply(session, self.queue, job, answer, callback.id, timing=self.timing)
+            _apply(session, self.queue, self.timing, callback.id, callback.job_id, callback.result)
+            callback.pending = False

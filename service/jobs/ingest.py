@@ -1,17 +1,19 @@
-"""A webhook's one durable write: store the raw callback and queue the task that applies it.
+"""A webhook's one durable write: store the raw callback, pending, for the worker to apply.
 
 The provider waits on the webhook, so the request does the least that keeps the promise
-"answered 200 means kept": one INSERT of the callback and of a ``callback`` task, committed
-together. The job's state machine runs later, in the worker (jobs/applying.py). The requests
-of one process that arrive together share that write (db/group_commit.py): under load most
-of a lone write's cost was its commit.
+"answered 200 means kept": one INSERT of the callback, marked pending. The job's state
+machine runs later, in the worker, which finds pending callbacks through a partial index
+(jobs/applying.py). Queuing a task beside each callback, as earlier releases did, cost a
+second INSERT with four index entries and a foreign-key check on this path (bench/ingest.py:
+the database's CPU per webhook fell from 280 to 219 us without it). The requests of one
+process that arrive together share that write (db/group_commit.py): under load most of a
+lone write's cost was its commit.
 
 On PostgreSQL a batch is a single statement in autocommit mode, one round trip: the
-requests come as arrays, and data-modifying CTEs insert the callbacks (ON CONFLICT DO
-NOTHING makes a retried body a no-op) and, only for new rows, their tasks. SQLite has no
-data-modifying CTEs: there it is a few statements in one transaction (no extra round trip:
-the database is in process). Either way ``on_queued`` wakes the workers after the commit
-(tasks/wakeup.py).
+requests come as one JSON array, and a data-modifying CTE inserts the callbacks (ON
+CONFLICT DO NOTHING makes a retried body a no-op). SQLite has no data-modifying CTEs: there
+it is a few statements in one transaction (no extra round trip: the database is in
+process). Either way ``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
 
 Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
 of the hot path, and SQLAlchemy's per-execution work (execution context, bind and result
@@ -48,7 +50,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
 
 
-# The literals are SOURCE, TaskKind.CALLBACK and TaskStatus.QUEUED (a test checks them).
+# The literal 'webhook' is SOURCE (a test checks it).
 # One statement for a whole batch (db/group_commit.py): element n of the JSON is request n.
 _POSTGRES = """
 WITH input AS (
@@ -74,8 +76,10 @@ WITH input AS (
         LIMIT 1
     ) AS found
 ), stored AS (
-    INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
-    SELECT id, 'webhook', status, CAST(body AS json), CAST(result AS json), body_sha256, %(now)s
+    INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at,
+                           pending)
+    SELECT id, 'webhook', status, CAST(body AS json), CAST(result AS json), body_sha256,
+           %(now)s, true
     FROM job
     -- A known duplicate is not even attempted: a speculative insert writes WAL, and WAL
     -- means a flush at commit, which made duplicates cost as much as new callbacks.
@@ -86,17 +90,10 @@ WITH input AS (
     ) IS NULL
     ON CONFLICT (job_id, source, body_sha256) DO NOTHING
     RETURNING id, job_id, body_sha256
-), queued AS (
-    INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
-                       run_after, created_at, updated_at)
-    SELECT 'callback', job_id, json_build_object('callback_id', id),
-           'queued', 0, %(max_attempts)s, %(now)s, %(now)s, %(now)s
-    FROM stored
-    RETURNING id
 )
--- The CTEs run whatever this reads; per request: whether its job exists (an unknown
+-- The CTE runs whatever this reads; per request: whether its job exists (an unknown
 -- track_id is not a duplicate) and its new callback's id, if there is one.
-SELECT input.n, job.id IS NOT NULL, stored.id, (SELECT count(*) FROM queued)
+SELECT input.n, job.id IS NOT NULL, stored.id
 FROM input
 LEFT JOIN job ON job.n = input.n
 LEFT JOIN stored ON stored.job_id = job.id AND stored.body_sha256 = job.body_sha256
@@ -113,15 +110,10 @@ FROM jobs
 WHERE track_id = :track_id
 """
 _SQLITE_STORE = """
-INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at)
-VALUES (:job_id, 'webhook', :status, :body, :result, :body_sha256, :now)
+INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at, pending)
+VALUES (:job_id, 'webhook', :status, :body, :result, :body_sha256, :now, 1)
 ON CONFLICT (job_id, source, body_sha256) DO NOTHING
 RETURNING id
-"""
-_SQLITE_QUEUE = """
-INSERT INTO tasks (kind, job_id, payload, status, attempts, max_attempts,
-                   run_after, created_at, updated_at)
-VALUES ('callback', :job_id, :payload, 'queued', 0, :max_attempts, :now, :now, :now)
 """
 
 
@@ -199,7 +191,6 @@ class WebhookIngest:
     """
 
     engine: Engine
-    max_attempts: int
     on_queued: Callable[[], None] = lambda: None
     turns: WriterTurns = field(init=False, repr=False)
     _batches: GroupCommit[_Callback, _Written] = field(init=False, repr=False)
@@ -261,10 +252,8 @@ class WebhookIngest:
             raw = self.engine.raw_connection()
             try:
                 if postgres:
-                    return _write_postgres(
-                        self._cursor_of(raw.dbapi_connection), batch, self.max_attempts
-                    )
-                return _write_sqlite(raw.dbapi_connection, batch, self.max_attempts, self.turns)
+                    return _write_postgres(self._cursor_of(raw.dbapi_connection), batch)
+                return _write_sqlite(raw.dbapi_connection, batch, self.turns)
             except self.engine.dialect.loaded_dbapi.OperationalError:
                 # On PostgreSQL most likely a connection the database dropped (a restart):
                 # throw it away and try once more on a fresh one.
@@ -281,7 +270,7 @@ class WebhookIngest:
         return self._cursor
 
 
-def _write_postgres(cur: Any, batch: Sequence[_Callback], max_attempts: int) -> list[_Written]:
+def _write_postgres(cur: Any, batch: Sequence[_Callback]) -> list[_Written]:
     # The batch travels as one JSON document: psycopg dumps one string, where arrays of
     # text cost it more than the rest of the request (an escape pass per element).
     rows = [
@@ -299,18 +288,15 @@ def _write_postgres(cur: Any, batch: Sequence[_Callback], max_attempts: int) -> 
     params = {
         "batch": json.dumps(rows),
         "providers": _PROVIDERS_JSON,
-        "max_attempts": max_attempts,
         "now": utcnow(),
     }
     # The connection is in autocommit mode: this one statement is one transaction.
     cur.execute(_POSTGRES, params)
     found = cur.fetchall()
-    return [(bool(known), callback_id) for _n, known, callback_id, _tasks in found]
+    return [(bool(known), callback_id) for _n, known, callback_id in found]
 
 
-def _write_sqlite(
-    dbapi: Any, batch: Sequence[_Callback], max_attempts: int, turns: WriterTurns
-) -> list[_Written]:
+def _write_sqlite(dbapi: Any, batch: Sequence[_Callback], turns: WriterTurns) -> list[_Written]:
     # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
     now = utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     out: list[_Written] = [(False, None)] * len(batch)
@@ -346,15 +332,8 @@ def _write_sqlite(
                         "now": now,
                     }
                     stored = cur.execute(_SQLITE_STORE, row).fetchone()
-                    if stored is None:  # the same body, stored by another request since the read
-                        continue
-                    payload = json.dumps({"callback_id": stored[0]})
-                    cur.execute(
-                        _SQLITE_QUEUE,
-                        {"job_id": job_id, "payload": payload, "max_attempts": max_attempts}
-                        | {"now": now},
-                    )
-                    out[n] = (True, int(stored[0]))
+                    if stored is not None:  # None: stored by another request since the read
+                        out[n] = (True, int(stored[0]))
                 cur.execute("COMMIT")
             except BaseException:
                 if dbapi.in_transaction:

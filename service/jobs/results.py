@@ -56,9 +56,11 @@ def body_digest(body: bytes | Mapping[str, Any]) -> str:
 
 def callback_values(result: ProviderResult, *, digest: str) -> dict[str, Any]:
     """A callback row's content: the body as received (secrets removed) and its meaning."""
+    raw = result.raw
     return {
         "status": result.status.value,
-        "body": redact(dict(result.raw)),
+        # redact copies: an exact dict need not be copied first.
+        "body": redact(raw if type(raw) is dict else dict(raw)),
         "result": result_to_json(result),
         "body_sha256": digest,
     }

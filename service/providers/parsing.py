@@ -33,6 +33,9 @@ _MODELSLAB_STATUS = {
     "failed": ResultStatus.FAILED,
 }
 _TRUE_WORDS = {"yes", "true", "1", "on"}
+_WHITESPACE = re.compile(r"\s")
+# Values scrub returns as they are, recognised by their exact type before any isinstance().
+_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def read_json(response: requests.Response, provider: str) -> Any:
@@ -91,10 +94,10 @@ def parse_modelslab(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> 
         else None,
         nsfw=_flag(body.get("nsfw_content_detected")),
         base64_files=_flag(meta.get("base64")) is True
-        or any(urlsplit(url).path.endswith(".base64") for url in outputs),
+        or any(".base64" in url and urlsplit(url).path.endswith(".base64") for url in outputs),
         width=_dimension(meta.get("width", meta.get("W"))),
         height=_dimension(meta.get("height", meta.get("H"))),
-        raw=scrub(body, secrets),
+        raw=_scrub(body, secrets),
         track_id=_identifier(body.get("track_id")),
     )
 
@@ -127,7 +130,7 @@ def parse_aimlapi(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Pr
         nsfw=_flag(body.get("has_nsfw_concepts")),
         width=_dimension(sized.get("width")),
         height=_dimension(sized.get("height")),
-        raw=scrub(_without_inline_images(body), secrets),
+        raw=_scrub_dict(_without_inline_images(body), secrets),
     )
 
 
@@ -157,19 +160,52 @@ def redact_text(text: str, secrets: Iterable[str]) -> str:
 def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A copy of a body fit for storage: secret-named fields removed, secrets and URL tokens
     blanked wherever they appear."""
-    secrets = tuple(s for s in secrets if s)
+    return _scrub(value, tuple(s for s in secrets if s))
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """:func:`scrub` with ``secrets`` already a tuple of non-empty secrets.
+
+    Exact dicts, lists, strs and numbers (all a JSON body holds) take the fast paths, with
+    type() rather than the slower isinstance() against the ABC; anything else goes the
+    general way. Either way every container is a new one: callers get a copy.
+    """
+    kind = type(value)
+    if kind is str:
+        return _scrub_str(value, secrets)
+    if kind is dict:
+        return _scrub_dict(value, secrets)
+    if kind is list:
+        return [_scrub_str(i, secrets) if type(i) is str else _scrub(i, secrets) for i in value]
+    if kind in _PLAIN_TYPES:
+        return value
     if isinstance(value, Mapping):
-        return {
-            str(key): scrub(item, secrets)
-            for key, item in value.items()
-            if not is_secret_name(str(key))
-        }
+        return _scrub_dict(value, secrets)
     if isinstance(value, list | tuple):
-        return [scrub(item, secrets) for item in value]
+        return [_scrub(item, secrets) for item in value]
     if isinstance(value, str):
         text = redact_text(value, secrets)
         return redact_url(text) if text.startswith(("http://", "https://")) else text
     return value
+
+
+def _scrub_dict(value: Mapping[Any, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+    copy: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key if type(key) is str else str(key)
+        if not is_secret_name(name):
+            copy[name] = _scrub_str(item, secrets) if type(item) is str else _scrub(item, secrets)
+    return copy
+
+
+def _scrub_str(text: str, secrets: tuple[str, ...]) -> str:
+    """:func:`scrub` of an exact str."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    # Without a "?" there is no query, and redact_url gives the URL back as it is.
+    if "?" in text and text.startswith(("http://", "https://")):
+        return redact_url(text)
+    return text
 
 
 def image_data_uri(b64: str) -> str:
@@ -266,7 +302,10 @@ def _flag(value: Any) -> bool | None:
 
 
 def _http_url(value: Any) -> str | None:
-    if not isinstance(value, str) or re.search(r"\s", value.strip()):
+    if not isinstance(value, str):
         return None
-    parts = urlsplit(value.strip())
-    return value.strip() if parts.scheme in ("http", "https") and parts.hostname else None
+    text = value.strip()
+    if _WHITESPACE.search(text):
+        return None
+    parts = urlsplit(text)
+    return text if parts.scheme in ("http", "https") and parts.hostname else None

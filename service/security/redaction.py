@@ -30,6 +30,10 @@ _INLINE_FIELDS = {"b64_json"}
 # A data: URI inside free text (log messages, error strings): header, comma, payload.
 _DATA_URI_IN_TEXT = re.compile(r"data:([\w.+/-]*)((?:;[\w.+=-]*)*),([A-Za-z0-9+/=%_-]*)")
 SUMMARY_MARK = "inline"
+# is_secret_name's answers for field names up to this long, this many at most.
+_NAME_CACHE_LENGTH = 64
+_NAME_CACHE_SIZE = 4096
+_secret_names: dict[str, bool] = {}
 
 
 def summarise_inline(value: str, archived_as: str | None = None) -> dict[str, Any]:
@@ -69,6 +73,16 @@ def redact_text(text: str) -> str:
 
 
 def is_secret_name(name: str) -> bool:
+    if type(name) is str:
+        # The same few field names come in every body: remember the answer for short ones
+        # (bounded both ways, so hostile bodies with endless distinct keys cost no memory).
+        known = _secret_names.get(name)
+        if known is not None:
+            return known
+        secret = name.lower() not in _NOT_SECRET and bool(_SECRET_NAMES.match(name))
+        if len(name) <= _NAME_CACHE_LENGTH and len(_secret_names) < _NAME_CACHE_SIZE:
+            _secret_names[name] = secret
+        return secret
     return name.lower() not in _NOT_SECRET and bool(_SECRET_NAMES.match(name))
 
 
@@ -86,8 +100,18 @@ def redact_url(url: str) -> str:
 
 def redact(value: Any) -> Any:
     """A deep copy of ``value`` with secret fields, URL tokens and inline images removed."""
+    # Exact dicts, lists and strs (all a JSON body holds) take the fast paths below, with
+    # type() rather than the slower isinstance() against the ABC; anything else goes the
+    # general way. Either way every container is a new one: callers get a copy.
+    kind = type(value)
+    if kind is dict:
+        return _redact_dict(value)
+    if kind is list:
+        return [_redact_str(v) if type(v) is str else redact(v) for v in value]
+    if kind is str:
+        return _redact_str(value)
     if isinstance(value, Mapping):
-        return {str(k): _redact_field(str(k), v) for k, v in value.items()}
+        return _redact_dict(value)
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, str):
@@ -98,12 +122,34 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _redact_field(name: str, value: Any) -> Any:
-    if is_secret_name(name):
-        return REDACTED
-    if name in _INLINE_FIELDS and isinstance(value, str) and len(value) > 64:
+def _redact_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
+    copy: dict[str, Any] = {}
+    for k, v in value.items():
+        name = k if type(k) is str else str(k)
+        if is_secret_name(name):
+            copy[name] = REDACTED
+        elif type(v) is str:
+            if name in _INLINE_FIELDS and len(v) > 64:
+                copy[name] = summarise_inline(v)
+            else:
+                copy[name] = _redact_str(v)
+        elif name in _INLINE_FIELDS and isinstance(v, str) and len(v) > 64:
+            copy[name] = summarise_inline(v)
+        else:
+            copy[name] = redact(v)
+    return copy
+
+
+def _redact_str(value: str) -> Any:
+    """:func:`redact` of an exact str."""
+    first = value[:1]
+    if first == "h":
+        if "?" in value and value.startswith(("http://", "https://")):
+            return redact_url(value)
+    elif (first == "d" or first == "D") and value[:5].lower() == "data:":
+        # No character but "d" and "D" lowers to a "d", so other strings are never data:.
         return summarise_inline(value)
-    return redact(value)
+    return value
 
 
 def describe_source(url: str) -> str:

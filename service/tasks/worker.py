@@ -67,6 +67,7 @@ class Worker:
         worker_id: str | None = None,
         abandon_writes: threading.Event | None = None,
         wakeup: Wakeup | None = None,
+        intake: Callable[[], bool] | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -75,6 +76,9 @@ class Worker:
         self.periodic = list(periodic)
         self.shutdown_grace = shutdown_grace
         self.wakeup = wakeup
+        # Work that arrives outside the queue (webhook callbacks, jobs/applying.py): taken
+        # before each claim; True when more may be waiting.
+        self.intake = intake
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
         self._held: dict[int, ClaimedTask] = {}
@@ -103,6 +107,11 @@ class Worker:
             log,
             "database unavailable; claiming paused until it answers",
             "database available again; claiming resumed",
+        )
+        self._intake_outage = OutageNotice(
+            log,
+            "database unavailable; applying callbacks paused until it answers",
+            "database available again; applying callbacks resumed",
         )
 
     @property
@@ -191,8 +200,11 @@ class Worker:
     # -- the loop ---------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim what is due (up to the concurrency) and run it to the end, in this thread."""
+        """Take the intake, then claim what is due (up to the concurrency) and run it to the
+        end, in this thread; how many tasks ran."""
         self._run_periodic()
+        while self._take_intake():
+            pass
         tasks = self.queue.claim(self.id, self.concurrency)
         for task in tasks:
             with self._lock:
@@ -224,6 +236,7 @@ class Worker:
                 # Cleared before claiming, so a wake-up that arrives during the claim is kept.
                 self.wake_event.clear()
                 self._run_periodic()
+                more_intake = self._take_intake()
                 self._hand_back(self._prefetch.overdue())
                 wanted = self._prefetch.wanted()
                 if wanted:
@@ -235,6 +248,8 @@ class Worker:
                     self._prefetch.put(self._not_held(claimed), more=more)
                     if more:
                         continue
+                if more_intake:
+                    continue
                 # Nothing more is due, or enough is in hand: sleep until new work, room for
                 # more (the prefetch says), a stop, or the interval.
                 self.wake_event.wait(self.poll_interval)
@@ -267,6 +282,21 @@ class Worker:
                     self._held[task.id] = task
                     fresh.append(task)
         return fresh
+
+    def _take_intake(self) -> bool:
+        """Run the intake once; whether more may be waiting (False if it failed)."""
+        if self.intake is None:
+            return False
+        try:
+            more = self.intake()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                log.exception("taking the intake failed")
+                return False
+            self._intake_outage.failed(exc)
+            return False
+        self._intake_outage.succeeded()
+        return more
 
     def _claim_safely(self, limit: int) -> list[ClaimedTask] | None:
         """Claim up to ``limit`` tasks; None if that failed (said once per outage)."""

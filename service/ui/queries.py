@@ -197,6 +197,8 @@ class Operations:
     running: int
     oldest_queued: Task | None
     by_status: dict[str, int]
+    # Webhook callbacks stored and not yet applied by a worker (jobs/applying.py).
+    callbacks_pending: int = 0
     failures: list[Job] = field(default_factory=list)
 
 
@@ -230,7 +232,9 @@ def operations(session: Session, now: datetime, failures: int = 20) -> Operation
             .limit(failures)
         ).scalars()
     )
+    pending = session.execute(select(func.count()).where(Callback.pending)).scalar_one()
     return Operations(
+        callbacks_pending=int(pending),
         queued=int(tasks.get(TaskStatus.QUEUED, 0)),
         running=int(tasks.get(TaskStatus.RUNNING, 0)),
         oldest_queued=oldest,

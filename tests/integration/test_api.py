@@ -169,12 +169,12 @@ def test_a_callback_is_recorded_and_queues_exactly_one_archive(
     assert [a.status_code for a in answers] == [200] * 10
     outcomes = sorted(a.get_json()["status"] for a in answers)
     assert outcomes == ["accepted"] + ["duplicate"] * 9
-    # The request stored the callback and queued one task to apply it; the worker does that.
+    # The request stored the callback, pending; the worker applies it.
     assert apply_callbacks(container) == 1
     with container.db.transaction() as s:
         kinds = sorted(s.execute(select(Task.kind)).scalars())
         stored = s.execute(select(Job).where(Job.id == job["id"])).scalar_one()
-    assert kinds == ["archive", "callback", "submit"]
+    assert kinds == ["archive", "submit"]
     assert stored.status == "archiving"
     assert stored.provider_request_id == "81443063"
 

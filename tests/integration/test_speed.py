@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.db.models import Callback, Job, Task
 from service.db.session import Database
@@ -62,7 +62,7 @@ def _hook(client: FlaskClient, track_id: str, body: dict[str, Any]):  # type: ig
     )
 
 
-def test_the_webhook_stores_one_callback_and_one_task_and_the_worker_applies_it(
+def test_the_webhook_stores_one_pending_callback_and_the_worker_applies_it(
     client: FlaskClient, container: Container
 ) -> None:
     job = _job(client)
@@ -78,22 +78,20 @@ def test_the_webhook_stores_one_callback_and_one_task_and_the_worker_applies_it(
     assert (cb.job_id, cb.source, cb.status) == (job["id"], "webhook", "success")
     assert cb.body["id"] == 81443063 and cb.result["outputs"] == SUCCESS["output"]
     assert cb.received_at.tzinfo is not None
-    [task] = tasks
-    assert (task.job_id, task.payload, task.status) == (job["id"], {"callback_id": cb.id}, "queued")
+    assert cb.pending and tasks == [], "the callback waits as a row, without a task"
     assert status == "queued", "the request itself does not run the state machine"
 
-    # The task is due at once: the queue's own claim picks it up (the submit task too).
-    claimed = container.queue.claim("test", 10)
-    assert {t.kind for t in claimed} == {TaskKind.SUBMIT, TaskKind.CALLBACK}
-    container.queue.release(claimed, "test")
-
+    # What the worker's loop does before each claim (PendingCallbacks, its intake).
     assert apply_callbacks(container) == 1
     shown = client.get(f"/v1/jobs/{job['id']}", headers=AUTH).get_json()
     assert shown["status"] == "archiving"
     with container.db.transaction() as s:
         archive = s.execute(select(Task).where(Task.kind == TaskKind.ARCHIVE)).scalar_one()
         result_callback = s.execute(select(Job.result_callback_id)).scalar_one()
+        pending = s.execute(select(Callback.pending)).scalar_one()
     assert archive.job_id == job["id"] and result_callback == cb.id
+    assert not pending
+    assert apply_callbacks(container) == 0, "applied once"
 
 
 def test_duplicates_unknown_track_ids_and_other_providers_write_nothing(
@@ -113,7 +111,7 @@ def test_duplicates_unknown_track_ids_and_other_providers_write_nothing(
     with container.db.transaction() as s:
         assert len(s.execute(select(Callback.id)).all()) == 1
         kinds = Counter(s.execute(select(Task.kind)).scalars())
-    assert kinds == Counter({TaskKind.SUBMIT: 1, TaskKind.CALLBACK: 1})
+    assert kinds == Counter({TaskKind.SUBMIT: 1})
 
 
 def test_a_late_failure_is_stored_but_never_moves_the_job_back(
@@ -178,16 +176,13 @@ def test_one_batch_answers_each_callback_for_itself(
             for c in s.execute(select(Callback)).scalars()
             if c.id in new_ids
         }
-        payloads = [
-            t.payload["callback_id"]
-            for t in s.execute(select(Task).where(Task.kind == TaskKind.CALLBACK)).scalars()
-        ]
+        pending = set(s.execute(select(Callback.id).where(Callback.pending)).scalars())
     assert rows == {
         ids[0]: (a["id"], "1" * 64),
         ids[5]: (b["id"], "4" * 64),
         ids[6]: (a["id"], "5" * 64),
     }
-    assert sorted(p for p in payloads if p in new_ids) == sorted(new_ids), "one task per row"
+    assert set(new_ids) <= pending, "every new row waits for the worker"
 
 
 def test_a_body_with_an_escaped_nul_is_stored_as_sent(
@@ -207,7 +202,7 @@ def test_concurrent_webhooks_each_get_their_own_answer(
     client: FlaskClient, container: Container
 ) -> None:
     """Sixteen threads at once, so that requests share writes: every new body is stored
-    once with one task, every repeat is a duplicate, every unknown track_id a 404."""
+    once and pending, every repeat is a duplicate, every unknown track_id a 404."""
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [_job(client) for _ in range(12)]
@@ -231,9 +226,9 @@ def test_concurrent_webhooks_each_get_their_own_answer(
     accepted = [a for a in known if a[2] == "accepted"]
     with container.db.transaction() as s:
         stored = s.execute(select(Callback.job_id, Callback.body_sha256)).all()
-        tasks = s.execute(select(Task).where(Task.kind == TaskKind.CALLBACK)).scalars().all()
+        pending = s.execute(select(func.count()).where(Callback.pending)).scalar_one()
     assert len(stored) == len(set(stored)) == len(accepted), "each body stored once"
-    assert len(tasks) == len(accepted)
+    assert pending == len(accepted)
     # Which bodies reached the database: exactly those of the known requests, deduplicated.
     sent = {(jobs[n % 12]["id"], (n // 12) % 2) for n, _, _ in known}
     assert len(stored) == len(sent)

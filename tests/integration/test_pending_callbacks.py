@@ -1,0 +1,158 @@
+"""Webhook callbacks wait as pending rows, and the worker's loop applies them (0011).
+
+The webhook writes only the callback (tests/integration/test_speed.py); these check the
+other half on both databases: the real Worker takes pending callbacks before it claims, a
+callback that cannot be applied becomes a retried task instead of blocking the rest, the
+queue gauges and the operations page count the pending ones, retention keeps them, and
+downgrading the revision hands them back to tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alembic import command
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text, update
+
+from service.db.migrate import alembic_config, upgrade
+from service.db.models import Callback, Job, Task
+from service.db.retention import prune
+from service.db.session import make_engine
+from service.jobs.applying import PendingCallbacks
+from service.security.tokens import webhook_token
+from service.tasks.kinds import TaskKind
+from service.wiring import Container
+from tests.integration.test_ui import _sign_in
+from tests.support.app import AUTH, SECRET
+
+SUCCESS = {
+    "status": "success",
+    "id": 81443063,
+    "output": ["https://cdn2.stablediffusionapi.com/generations/a-0.png"],
+}
+
+
+def _job(client: FlaskClient) -> dict[str, Any]:
+    r = client.post(
+        "/v1/jobs",
+        json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": "a"}},
+        headers=AUTH,
+    )
+    assert r.status_code == 202
+    return r.get_json()  # type: ignore[no-any-return]
+
+
+def _hook(client: FlaskClient, track_id: str, body: dict[str, Any]) -> None:
+    token = webhook_token(SECRET.encode(), "modelslab", track_id)
+    r = client.post(
+        f"/webhooks/modelslab/{track_id}?token={token}",
+        data=json.dumps({**body, "track_id": track_id}),
+        content_type="application/json",
+    )
+    assert r.get_json() == {"status": "accepted"}
+
+
+def _status(c: Container, job_id: str) -> str:
+    with c.db.transaction() as s:
+        return str(s.execute(select(Job.status).where(Job.id == job_id)).scalar_one())
+
+
+def test_the_worker_applies_pending_callbacks_before_it_claims(
+    client: FlaskClient, container: Container
+) -> None:
+    jobs = [_job(client) for _ in range(3)]
+    for job in jobs:
+        _hook(client, job["track_id"], SUCCESS)
+    # Batches of two: the intake says a full batch may have more behind it.
+    worker = container.worker()
+    worker.intake = PendingCallbacks(container.db, container.queue, container.timing, batch=2)
+    assert worker.intake() is True
+    assert [_status(container, j["id"]) for j in jobs].count("archiving") == 2
+    assert worker.intake() is False
+    assert {_status(container, j["id"]) for j in jobs} == {"archiving"}
+    with container.db.transaction() as s:
+        assert s.execute(select(func.count()).where(Callback.pending)).scalar_one() == 0
+        archives = s.execute(select(Task.job_id).where(Task.kind == TaskKind.ARCHIVE)).scalars()
+        assert sorted(archives) == sorted(j["id"] for j in jobs)
+
+    # run_once takes the intake too, before claiming (and finds nothing left to apply).
+    late = _job(client)
+    _hook(client, late["track_id"], SUCCESS)
+    worker.intake = PendingCallbacks(container.db, container.queue, container.timing)
+    worker.handlers = {}  # no task may run here: only the intake is under test
+    worker.concurrency = 0
+    worker.run_once()
+    assert _status(container, late["id"]) == "archiving"
+
+
+def test_a_callback_that_cannot_be_applied_becomes_a_task_and_the_rest_go_on(
+    client: FlaskClient, container: Container
+) -> None:
+    broken, fine = _job(client), _job(client)
+    _hook(client, broken["track_id"], SUCCESS)
+    _hook(client, fine["track_id"], SUCCESS)
+    with container.db.transaction() as s:
+        # A result the state machine cannot read (no status): applying it raises.
+        s.execute(update(Callback).where(Callback.job_id == broken["id"]).values(result={"x": 1}))
+    assert PendingCallbacks(container.db, container.queue, container.timing).apply() == 2
+    assert _status(container, fine["id"]) == "archiving"
+    assert _status(container, broken["id"]) == "queued"
+    with container.db.transaction() as s:
+        assert s.execute(select(func.count()).where(Callback.pending)).scalar_one() == 0
+        [task] = s.execute(select(Task).where(Task.kind == TaskKind.CALLBACK)).scalars()
+        cb_id = s.execute(select(Callback.id).where(Callback.job_id == broken["id"])).scalar()
+    # The task retries it with the queue's backoff, and gives up visibly.
+    assert (task.job_id, task.payload) == (broken["id"], {"callback_id": cb_id})
+
+
+def test_gauges_the_operations_page_and_retention_see_pending_callbacks(
+    client: FlaskClient, container: Container
+) -> None:
+    job = _job(client)
+    _hook(client, job["track_id"], SUCCESS)
+    assert client.get("/metrics").status_code == 200
+    assert REGISTRY.get_sample_value("genvault_tasks_queued", {"kind": "callback"}) == 1
+    _sign_in(client)
+    ops = client.get("/ui/ops").get_data(as_text=True)
+    assert '<b id="callbacks-pending">1</b>' in ops
+
+    # Retention never prunes a callback the worker has yet to apply, however old.
+    with container.db.transaction() as s:
+        s.execute(update(Job).values(status="archived"))
+        s.execute(update(Task).values(status="done"))  # its submit task, long finished
+    later = datetime.now(UTC) + timedelta(days=400)
+    prune(container.db, timedelta(days=30), now=later)
+    with container.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(Callback)).scalar_one() == 1
+        s.execute(update(Callback).values(pending=False))
+    prune(container.db, timedelta(days=30), now=later)
+    with container.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(Callback)).scalar_one() == 0
+
+
+def test_downgrading_0011_gives_pending_callbacks_their_tasks(
+    client: FlaskClient, container: Container
+) -> None:
+    job = _job(client)
+    _hook(client, job["track_id"], SUCCESS)
+    engine = make_engine(container.settings.database_url)
+    try:
+        config = alembic_config(engine)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0010")
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT job_id, payload FROM tasks WHERE kind = 'callback'")
+            ).all()
+            callback_id = conn.execute(text("SELECT id FROM callbacks")).scalar_one()
+        [(job_id, payload)] = rows
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        assert (job_id, payload) == (job["id"], {"callback_id": callback_id})
+        upgrade(engine)
+    finally:
+        engine.dispose()
