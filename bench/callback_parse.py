@@ -1,9 +1,12 @@
 """What turning a callback body into its row costs: parse_callback + callback_values, in process.
 
 No server, no database: the provider's parser and ``results.callback_values`` called in a
-loop on an already decoded body, as ``jobs/callbacks.py`` calls them. For each body shape it
-prints microseconds per call (the median of ``--repeats`` timed runs of ``--number`` calls)
-for the parser, for callback_values on its result, and for both together:
+loop on already decoded bodies, as ``jobs/callbacks.py`` calls them. Every call gets a body
+of its own (its own ids and URLs, as in production, where no two callbacks carry the same
+URL: urllib's urlsplit keeps a cache). For each body shape it prints microseconds per call
+(the median of ``--repeats`` timed runs of ``--number`` calls) for the parser, for
+callback_values on its result (timed call by call, each right after its own parse, as in
+production: redact_url remembers the URLs it has just cleaned), and for both together:
 
   - ingest     bench/ingest.py's callback_body: the ~250-byte success body of the load test
   - meta       a ModelsLab success whose ``meta`` echoes the request's params, our ``key``
@@ -12,6 +15,7 @@ for the parser, for callback_values on its result, and for both together:
                API sends no webhooks, but its submit answer takes the same path to its row)
 
     .venv/bin/python bench/callback_parse.py [--number 20000] [--repeats 7]
+    .venv/bin/python bench/callback_parse.py --root /path/to/another/checkout  # that code
 """
 
 from __future__ import annotations
@@ -27,39 +31,47 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if "--root" in sys.argv[:-1]:  # the code to measure, found before anything imports it
+    ROOT = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from ingest import callback_body  # noqa: E402
 
 from service.jobs import results  # noqa: E402
 from service.providers.base import ProviderResult  # noqa: E402
 from service.providers.modelslab import ModelsLabClient  # noqa: E402
 from service.providers.parsing import parse_aimlapi  # noqa: E402
 
+# Only now: bench/ingest.py puts its own checkout first on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import callback_body  # noqa: E402
+
 KEY = "ml-key-0123456789abcdef0123456789abcdef"
 ENTERPRISE_KEY = "ml-ent-fedcba9876543210fedcba9876543210"
 AIML_KEY = "aiml-0123456789abcdef0123456789abcdef"
-TRACK_ID = "3f1c2b4a5d6e7f8091a2b3c4d5e6f708"
 DIGEST = "0" * 64
 
 
-def meta_body() -> dict[str, Any]:
-    webhook = f"https://gv.example/webhooks/modelslab/{TRACK_ID}?token=abcdef0123456789abcdef"
+def ingest_body(i: int) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(callback_body(i, f"{i:032x}"))
+    return body
+
+
+def meta_body(i: int) -> dict[str, Any]:
+    track_id = f"{i:032x}"
+    webhook = f"https://gv.example/webhooks/modelslab/{track_id}?token=abcdef{i:016x}"
     return {
         "status": "success",
         "generationTime": 1.87,
-        "id": 81443063,
+        "id": 81443063 + i,
         "output": [
-            f"https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/{TRACK_ID}-0.png",
-            f"https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/{TRACK_ID}-1.png",
+            f"https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/{track_id}-0.png",
+            f"https://pub-3626123a908346a7a8be8d9295f44e26.r2.dev/generations/{track_id}-1.png",
         ],
         "proxy_links": [
-            f"https://cdn2.stablediffusionapi.com/generations/{TRACK_ID}-0.png",
-            f"https://cdn2.stablediffusionapi.com/generations/{TRACK_ID}-1.png",
+            f"https://cdn2.stablediffusionapi.com/generations/{track_id}-0.png",
+            f"https://cdn2.stablediffusionapi.com/generations/{track_id}-1.png",
         ],
         "nsfw_content_detected": False,
-        "track_id": TRACK_ID,
+        "track_id": track_id,
         "webhook_status": "sent",
         "meta": {
             "base64": "no",
@@ -78,34 +90,52 @@ def meta_body() -> dict[str, Any]:
             "scheduler": "UniPCMultistepScheduler",
             "seed": 1373787908,
             "temp": "no",
-            "track_id": TRACK_ID,
+            "track_id": track_id,
             "webhook": webhook,
         },
     }
 
 
-def b64_body() -> dict[str, Any]:
-    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8).decode()
+def b64_body(i: int) -> dict[str, Any]:
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + i.to_bytes(8) + bytes(range(256)) * 8)
     return {
-        "id": "gen-7f3a",
+        "id": f"gen-{i:x}",
         "created": 1733500000,
         "model": "flux/schnell",
         "has_nsfw_concepts": [False, False],
         "data": [
-            {"b64_json": png, "width": 1024, "height": 1024, "revised_prompt": "a lighthouse"},
-            {"b64_json": png, "width": 1024, "height": 1024, "revised_prompt": "a lighthouse"},
+            {"b64_json": png.decode(), "width": 1024, "height": 1024, "revised_prompt": "a"},
+            {"b64_json": png.decode(), "width": 1024, "height": 1024, "revised_prompt": "a"},
         ],
         "timings": {"inference": 0.81},
     }
 
 
-def per_call_us(fn: Callable[[], Any], number: int, repeats: int) -> float:
+def per_call_us(fn: Callable[[Any], Any], make: Callable[[int], Any], args: Any) -> float:
+    """Median over the runs of the time per call of ``fn``, each on a new ``make(i)``."""
     runs = []
-    for _ in range(repeats):
+    for run in range(args.repeats):
+        inputs = [make(run * args.number + i) for i in range(args.number)]
         start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        runs.append((time.perf_counter() - start) / number * 1e6)
+        for item in inputs:
+            fn(item)
+        runs.append((time.perf_counter() - start) / args.number * 1e6)
+    return statistics.median(runs)
+
+
+def values_us(parse: Callable[..., ProviderResult], make: Callable[[int], Any], args: Any) -> float:
+    """Median over the runs of callback_values' time per call, each right after its parse."""
+    runs = []
+    clock = time.perf_counter
+    for run in range(args.repeats):
+        inputs = [make(run * args.number + i) for i in range(args.number)]
+        total = 0.0
+        for body in inputs:
+            answer = parse(body)
+            start = clock()
+            results.callback_values(answer, digest=DIGEST)
+            total += clock() - start
+        runs.append(total / args.number * 1e6)
     return statistics.median(runs)
 
 
@@ -113,30 +143,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--number", type=int, default=20000, help="calls per timed run")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs (median kept)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to measure")
     args = parser.parse_args()
 
     client = ModelsLabClient("https://modelslab.com/api", KEY, ENTERPRISE_KEY, None, timeout=1)  # type: ignore[arg-type]
-    shapes: dict[str, tuple[Mapping[str, Any], Callable[[Mapping[str, Any]], ProviderResult]]] = {
-        "ingest": (json.loads(callback_body(7, TRACK_ID)), client.parse_callback),
-        "meta": (meta_body(), client.parse_callback),
-        "b64_json": (b64_body(), lambda body: parse_aimlapi(body, secrets=(AIML_KEY,))),
+
+    def aimlapi(body: Mapping[str, Any]) -> ProviderResult:
+        return parse_aimlapi(body, secrets=(AIML_KEY,))
+
+    shapes: dict[str, tuple[Callable[[int], dict[str, Any]], Callable[..., ProviderResult]]] = {
+        "ingest": (ingest_body, client.parse_callback),
+        "meta": (meta_body, client.parse_callback),
+        "b64_json": (b64_body, aimlapi),
     }
+    print(f"code: {ROOT}")
     print(f"{'body':<10} {'bytes':>6} {'parse us':>9} {'values us':>10} {'both us':>8}")
-    for name, (body, parse) in shapes.items():
-        answer = parse(body)
-        parse_us = per_call_us(lambda: parse(body), args.number, args.repeats)  # noqa: B023
-        values_us = per_call_us(
-            lambda: results.callback_values(answer, digest=DIGEST),  # noqa: B023
-            args.number,
-            args.repeats,
-        )
+    for name, (make, parse) in shapes.items():
+        parse_us = per_call_us(parse, make, args)
+        values = values_us(parse, make, args)
         both_us = per_call_us(
-            lambda: results.callback_values(parse(body), digest=DIGEST),  # noqa: B023
-            args.number,
-            args.repeats,
+            lambda body: results.callback_values(parse(body), digest=DIGEST),  # noqa: B023
+            make,
+            args,
         )
-        size = len(json.dumps(body))
-        print(f"{name:<10} {size:>6} {parse_us:>9.2f} {values_us:>10.2f} {both_us:>8.2f}")
+        size = len(json.dumps(make(0)))
+        print(f"{name:<10} {size:>6} {parse_us:>9.2f} {values:>10.2f} {both_us:>8.2f}")
 
 
 if __name__ == "__main__":

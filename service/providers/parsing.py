@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 import requests
 
 from service.providers.base import ProviderError, ProviderResult, ResultStatus
-from service.security.redaction import REDACTED, is_secret_name, redact_url
+from service.security.redaction import (
+    PLAIN_TYPES,
+    REDACTED,
+    _secret_names,
+    is_secret_name,
+    redact_url,
+)
 
 # Large enough for AI/ML API's inline b64_json images (up to 4), small enough to bound memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -34,8 +40,6 @@ _MODELSLAB_STATUS = {
 }
 _TRUE_WORDS = {"yes", "true", "1", "on"}
 _WHITESPACE = re.compile(r"\s")
-# Values scrub returns as they are, recognised by their exact type before any isinstance().
-_PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def read_json(response: requests.Response, provider: str) -> Any:
@@ -76,7 +80,8 @@ def parse_modelslab(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> 
     secrets = tuple(s for s in secrets if s)
     status = modelslab_status(body) or ResultStatus.PROCESSING
     meta = body.get("meta")
-    meta = meta if isinstance(meta, Mapping) else {}
+    if type(meta) is not dict and not isinstance(meta, Mapping):
+        meta = {}
     outputs = _image_locations(body.get("output"))
     if status is ResultStatus.SUCCESS and not outputs:
         outputs = _image_locations(body.get("proxy_links"))
@@ -93,8 +98,7 @@ def parse_modelslab(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> 
         if failed
         else None,
         nsfw=_flag(body.get("nsfw_content_detected")),
-        base64_files=_flag(meta.get("base64")) is True
-        or any(".base64" in url and urlsplit(url).path.endswith(".base64") for url in outputs),
+        base64_files=_flag(meta.get("base64")) is True or any(_base64_file(url) for url in outputs),
         width=_dimension(meta.get("width", meta.get("W"))),
         height=_dimension(meta.get("height", meta.get("H"))),
         raw=_scrub(body, secrets),
@@ -136,6 +140,8 @@ def parse_aimlapi(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Pr
 
 def readable_message(value: Any, secrets: Iterable[str] = ()) -> str | None:
     """A provider message as one line: ``{"prompt": ["..."]}`` → ``prompt: ...``."""
+    if value is None:
+        return None
     if isinstance(value, Mapping):
         parts = [f"{key}: {readable_message(item) or ''}".strip() for key, item in value.items()]
         text = "; ".join(parts)
@@ -163,7 +169,7 @@ def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
     return _scrub(value, tuple(s for s in secrets if s))
 
 
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:  # noqa: PLR0911 - as redact
     """:func:`scrub` with ``secrets`` already a tuple of non-empty secrets.
 
     Exact dicts, lists, strs and numbers (all a JSON body holds) take the fast paths, with
@@ -177,7 +183,7 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
         return _scrub_dict(value, secrets)
     if kind is list:
         return [_scrub_str(i, secrets) if type(i) is str else _scrub(i, secrets) for i in value]
-    if kind in _PLAIN_TYPES:
+    if kind in PLAIN_TYPES:
         return value
     if isinstance(value, Mapping):
         return _scrub_dict(value, secrets)
@@ -192,9 +198,22 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 def _scrub_dict(value: Mapping[Any, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     copy: dict[str, Any] = {}
     for key, item in value.items():
-        name = key if type(key) is str else str(key)
-        if not is_secret_name(name):
-            copy[name] = _scrub_str(item, secrets) if type(item) is str else _scrub(item, secrets)
+        if type(key) is str:
+            name = key
+            secret = _secret_names.get(key)
+            if secret is None:
+                secret = is_secret_name(key)
+        else:
+            name = str(key)
+            secret = is_secret_name(name)
+        if not secret:
+            kind = type(item)
+            if kind is str:
+                copy[name] = _scrub_str(item, secrets)
+            elif kind in PLAIN_TYPES:
+                copy[name] = item
+            else:
+                copy[name] = _scrub(item, secrets)
     return copy
 
 
@@ -276,7 +295,7 @@ def _identifier(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None: float() would raise, slowly
         return None
     try:
         number = float(value)
@@ -299,6 +318,15 @@ def _flag(value: Any) -> bool | None:
     if isinstance(value, list) and value:
         return any(_flag(item) for item in value)
     return None
+
+
+def _base64_file(url: str) -> bool:
+    """Whether the URL's path ends with ``.base64``."""
+    # urlsplit first drops tabs and line breaks (a data: URI may hold some), which could
+    # join up a ".base64"; otherwise the path has one only if the URL has.
+    if ".base64" not in url and "\t" not in url and "\r" not in url and "\n" not in url:
+        return False
+    return urlsplit(url).path.endswith(".base64")
 
 
 def _http_url(value: Any) -> str | None:

@@ -34,6 +34,14 @@ SUMMARY_MARK = "inline"
 _NAME_CACHE_LENGTH = 64
 _NAME_CACHE_SIZE = 4096
 _secret_names: dict[str, bool] = {}
+# URLs redact_url has just returned, this long at most, this many at most (then forgotten).
+# Its answers are its fixed points (see redact_url), so when the same URL comes back, as a
+# callback's body does from scrub (providers/parsing.py) into redact, it is returned as it is.
+_CLEAN_URL_LENGTH = 4096
+_CLEAN_URL_COUNT = 256
+_clean_urls: set[str] = set()
+# What redact and scrub return as they are, recognised by their exact type.
+PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def summarise_inline(value: str, archived_as: str | None = None) -> dict[str, Any]:
@@ -88,6 +96,8 @@ def is_secret_name(name: str) -> bool:
 
 def redact_url(url: str) -> str:
     """The URL with secret-looking query parameters (our webhook token included) blanked."""
+    if type(url) is str and url in _clean_urls:
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -95,10 +105,20 @@ def redact_url(url: str) -> str:
     if not parts.query:
         return url
     query = [(k, REDACTED if is_secret_name(k) else v) for k, v in parse_qsl(parts.query, True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
+    clean = urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
+    # ``clean`` is a fixed point: split again it gives back the same parts (the scheme is
+    # http(s), so the netloc ends at the first "/", "?" or "#", and neither the path nor
+    # the newly encoded query holds a "?" or a "#"); the query parses back to the same
+    # pairs (urlencode's quote_plus is undone by parse_qsl), whose secrets are already
+    # blanked. tests/unit/test_callback_redaction_equivalence.py checks it too.
+    if len(clean) <= _CLEAN_URL_LENGTH and clean.startswith(("http://", "https://")):
+        if len(_clean_urls) >= _CLEAN_URL_COUNT:
+            _clean_urls.clear()
+        _clean_urls.add(clean)
+    return clean
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any) -> Any:  # noqa: PLR0911 - a fast path per exact type
     """A deep copy of ``value`` with secret fields, URL tokens and inline images removed."""
     # Exact dicts, lists and strs (all a JSON body holds) take the fast paths below, with
     # type() rather than the slower isinstance() against the ABC; anything else goes the
@@ -110,6 +130,8 @@ def redact(value: Any) -> Any:
         return [_redact_str(v) if type(v) is str else redact(v) for v in value]
     if kind is str:
         return _redact_str(value)
+    if kind in PLAIN_TYPES:
+        return value
     if isinstance(value, Mapping):
         return _redact_dict(value)
     if isinstance(value, list | tuple):
@@ -125,14 +147,23 @@ def redact(value: Any) -> Any:
 def _redact_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
     copy: dict[str, Any] = {}
     for k, v in value.items():
-        name = k if type(k) is str else str(k)
-        if is_secret_name(name):
+        if type(k) is str:
+            name = k
+            secret = _secret_names.get(k)
+            if secret is None:
+                secret = is_secret_name(k)
+        else:
+            name = str(k)
+            secret = is_secret_name(name)
+        if secret:
             copy[name] = REDACTED
         elif type(v) is str:
             if name in _INLINE_FIELDS and len(v) > 64:
                 copy[name] = summarise_inline(v)
             else:
                 copy[name] = _redact_str(v)
+        elif type(v) in PLAIN_TYPES:
+            copy[name] = v
         elif name in _INLINE_FIELDS and isinstance(v, str) and len(v) > 64:
             copy[name] = summarise_inline(v)
         else:
@@ -146,7 +177,7 @@ def _redact_str(value: str) -> Any:
     if first == "h":
         if "?" in value and value.startswith(("http://", "https://")):
             return redact_url(value)
-    elif (first == "d" or first == "D") and value[:5].lower() == "data:":
+    elif first in {"d", "D"} and value[:5].lower() == "data:":
         # No character but "d" and "D" lowers to a "d", so other strings are never data:.
         return summarise_inline(value)
     return value
