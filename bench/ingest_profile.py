@@ -42,7 +42,16 @@ def record(pids: list[int], seconds: int, out: Path) -> list[Path]:
         path = out / f"{pid}.txt"
         files.append(path)
         argv = [str(spy), "record", "--pid", str(pid), "--duration", str(seconds)]
-        argv += ["--rate", "250", "--nonblocking", "--gil", "--format", "raw", "--output", str(path)]
+        argv += [
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--gil",
+            "--format",
+            "raw",
+            "--output",
+            str(path),
+        ]
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for proc in procs:
         proc.wait(timeout=seconds + 60)
@@ -118,8 +127,15 @@ def main() -> int:
                     app_url, master = stack.web_url, stack.procs[-1].pid
                 workers = [p for p in ingest.process_tree(master) if p != master]
                 wrk = subprocess.Popen(
-                    ["wrk", "-t2", "-c32", f"-d{args.duration + 4}s", "-s", str(ingest.LUA)]
-                    + [app_url],
+                    [
+                        "wrk",
+                        "-t2",
+                        "-c32",
+                        f"-d{args.duration + 4}s",
+                        "-s",
+                        str(ingest.LUA),
+                        app_url,
+                    ],
                     env={**os.environ, "WRK_REQUESTS": str(lines), "WRK_THREADS": "2"},
                     stdout=subprocess.PIPE,
                     text=True,

@@ -8,6 +8,7 @@ from flask import Flask
 
 from service.api import access, endpoints, errors, events, jobs, ops, signing_key, webhooks
 from service.api.context import EXTENSION
+from service.api.webhook_entry import WebhookEntry
 from service.config import DEV_API_TOKEN, Settings, load_settings
 from service.logs import configure as configure_logging
 
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(endpoints.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(access.bp)
+    # Webhooks in order are answered below Flask; everything else reaches it unchanged.
+    app.wsgi_app = WebhookEntry(app.wsgi_app, container)  # type: ignore[method-assign]
     if any(t.get_secret_value() != DEV_API_TOKEN for t in container.settings.api_tokens):
         log.warning(
             "GENVAULT_API_TOKENS is deprecated: each of its tokens is an admin of every project."

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from service.api.schemas import ErrorBody, ErrorDetail, FieldProblem, respond
+from service.api.schemas import ErrorBody, ErrorDetail, FieldProblem, respond, respond_serialised
 from service.db.availability import is_unavailable
 from service.errors import InvalidRequest, RequestError, Retained
 
@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 # Seconds a client (or a provider that retries its webhooks) is told to wait while the
 # database is unreachable: about what a restart or a failover takes.
 DATABASE_RETRY_AFTER = 5
+# The answer while it is away, serialised once: also the webhook entry's (webhook_entry.py).
+UNAVAILABLE_JSON = (
+    ErrorBody(
+        error=ErrorDetail(code="unavailable", message="the database is unavailable; retry shortly")
+    )
+    .model_dump_json(exclude_none=True)
+    .encode()
+)
 
 
 def error_body(
@@ -51,9 +59,7 @@ def register(app: Flask) -> None:
         if is_unavailable(exc):
             # Not our bug and not the client's: 503 so clients and providers retry later.
             log.warning("database unavailable: %s", type(exc).__name__)
-            response, status = respond(
-                error_body("unavailable", "the database is unavailable; retry shortly"), 503
-            )
+            response, status = respond_serialised(UNAVAILABLE_JSON.decode(), 503)
             response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
             return response, status
         log.exception("unhandled error")

@@ -1,4 +1,8 @@
-"""POST /webhooks/{provider}/{track_id}: the providers' way in. Verify, record, acknowledge."""
+"""POST /webhooks/{provider}/{track_id}: the providers' way in. Verify, record, acknowledge.
+
+A webhook in order is answered below Flask by the webhook entry (webhook_entry.py), which
+runs what this view runs; this view answers the rest, refusals included.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from service.jobs.ingest import Outcome
 
 bp = Blueprint("webhooks", __name__)
 # The two possible answers, serialised once by their model: the provider waits on each one.
-_ACKS = {outcome: WebhookAck(status=outcome.value).model_dump_json() for outcome in Outcome}
+# The webhook entry (webhook_entry.py) answers with these too.
+ACKS = {outcome: WebhookAck(status=outcome.value).model_dump_json() for outcome in Outcome}
 bp.before_request(refuse_control_characters)
 
 
@@ -61,4 +66,4 @@ def receive(provider: str, track_id: str) -> tuple[Response, int]:
     metrics.WEBHOOKS.labels(provider, outcome.value).inc()
     metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
     c.wake_workers()
-    return respond_serialised(_ACKS[outcome])
+    return respond_serialised(ACKS[outcome])

@@ -41,6 +41,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from typing import Protocol
 
 from service.archive.ocfl import inventory, naming
@@ -122,7 +123,7 @@ class JobLayout:
     def object_id(self) -> str:
         return naming.object_id(self.job_id)
 
-    @property
+    @cached_property  # a digest and an encoding, read several times per job shown
     def object_root(self) -> str | None:
         """The OCFL object's root directory; None for a dated layout."""
         if self.day is not None or self.project is None:
@@ -170,7 +171,8 @@ def parse(key: str) -> JobLayout | None:
     if obj is not None:
         where = JobLayout.object(obj["job"], obj["project"])
         # Only the path the 0003 layout gives this id: anything else is no object of ours.
-        return where if f"{where.object_root}/" == key[: len(where.object_root or "") + 1] else None
+        root = where.object_root
+        return where if root is not None and key.startswith(f"{root}/") else None
     found = _JOB_KEY.match(key)
     if found is None:
         return None

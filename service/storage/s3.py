@@ -12,14 +12,18 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
 import io
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from urllib.parse import quote, unquote, urlsplit
 
 import boto3
+import botocore.auth
+import botocore.compat
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -138,6 +142,117 @@ class _S3Reader(io.RawIOBase):
         super().close()
 
 
+# The query of a SigV4 presigned GET as botocore writes it (signature last); the security
+# token only with temporary credentials.
+_PRESIGN_QUERY = (
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+)
+_PRESIGN_PROBE = "genvault-presign-probe"
+
+
+def _quote(value: str) -> str:
+    """botocore's percent_encode of a query value."""
+    return quote(value.encode(), safe="-_.~")
+
+
+class _Presigner:
+    """Presigned GETs, the very URLs botocore's generate_presigned_url would write, without
+    its per-call machinery (endpoint rules, serialisation, events: ~0.25 ms a link, paid per
+    output image of every job a list shows).
+
+    Made from one URL botocore presigned (``probe``): its scheme, host and path up to the
+    key, its signing region; and kept only if it writes that very URL again, signature and
+    all (``from_probe``). Anything else (other query parameters, another signing scheme, a
+    different key encoding) leaves it None and botocore signs every link.
+    """
+
+    def __init__(self, base: str, host: str, path: str, region: str, service: str) -> None:
+        self._base = base  # scheme://netloc
+        self._host = host  # the host header botocore signs (no default port)
+        self._path = path  # the URL path up to the key (encoded)
+        self._scope_tail = f"/{region}/{service}/aws4_request"
+        self._region = region
+        self._service = service
+        # (secret, access key, day) -> the day's signing key and the encoded credential
+        self._day: tuple[tuple[str, str, str], bytes, str] | None = None
+
+    @classmethod
+    def from_probe(cls, probe: str, key: str, credentials: Any) -> _Presigner | None:
+        """``probe``: botocore's presigned GET of ``key`` (full key), with ``credentials``."""
+        parts = urlsplit(probe)
+        encoded = quote(key.encode(), safe="/~")
+        if parts.fragment or not parts.path.endswith(encoded) or credentials is None:
+            return None
+        pairs = [pair.partition("=") for pair in parts.query.split("&")]
+        names = [name for name, _, _ in pairs]
+        token = credentials.token is not None
+        expected = [*_PRESIGN_QUERY, *(["X-Amz-Security-Token"] if token else [])]
+        if names != [*expected, "X-Amz-Signature"]:
+            return None
+        values = {name: value for name, _, value in pairs}
+        if values["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+            return None
+        if values["X-Amz-SignedHeaders"] != "host":
+            return None
+        scope = unquote(values["X-Amz-Credential"]).split("/")
+        if len(scope) != 5 or scope[4] != "aws4_request":
+            return None
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
+            host = f"{host}:{parts.port}"
+        presigner = cls(
+            f"{parts.scheme}://{parts.netloc}",
+            host,
+            parts.path[: len(parts.path) - len(encoded)],
+            scope[2],
+            scope[3],
+        )
+        again = presigner.sign(key, int(values["X-Amz-Expires"]), credentials, values["X-Amz-Date"])
+        return presigner if again == probe else None
+
+    def _for_day(self, credentials: Any, day: str) -> tuple[bytes, str]:
+        """The signing key of ``day`` and the X-Amz-Credential value (both kept a day)."""
+        which = (credentials.secret_key, credentials.access_key, day)
+        cached = self._day
+        if cached is not None and cached[0] == which:
+            return cached[1], cached[2]
+        signing = f"AWS4{credentials.secret_key}".encode()
+        for part in (day, self._region, self._service, "aws4_request"):
+            signing = hmac.new(signing, part.encode(), hashlib.sha256).digest()
+        credential = _quote(f"{credentials.access_key}/{day}{self._scope_tail}")
+        self._day = (which, signing, credential)
+        return signing, credential
+
+    def sign(self, key: str, expires: int, credentials: Any, timestamp: str) -> str:
+        """The presigned GET of ``key`` (full key) at ``timestamp`` (SigV4's format)."""
+        path = self._path + quote(key.encode(), safe="/~")
+        signing, credential = self._for_day(credentials, timestamp[:8])
+        query = (
+            f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}"
+            f"&X-Amz-Date={timestamp}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host"
+        )
+        canonical_query = query
+        if credentials.token is not None:
+            token = f"&X-Amz-Security-Token={_quote(credentials.token)}"
+            query += token
+            # Sorted by name: the token comes before SignedHeaders.
+            head, _, signed = canonical_query.rpartition("&")
+            canonical_query = f"{head}{token}&{signed}"
+        canonical = f"GET\n{path}\n{canonical_query}\nhost:{self._host}\n\nhost\nUNSIGNED-PAYLOAD"
+        to_sign = (
+            f"AWS4-HMAC-SHA256\n{timestamp}\n{timestamp[:8]}{self._scope_tail}\n"
+            + hashlib.sha256(canonical.encode()).hexdigest()
+        )
+        signature = hmac.new(signing, to_sign.encode(), hashlib.sha256).hexdigest()
+        return f"{self._base}{path}?{query}&X-Amz-Signature={signature}"
+
+
 class S3Store:
     """Write-once archive in ``bucket`` under ``prefix``; keys given to it are relative."""
 
@@ -179,6 +294,10 @@ class S3Store:
         self._lock_days = object_lock_days
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
+        # Made on the first url(); None after that: botocore signs every link.
+        self._presigner: _Presigner | None = None
+        self._presigner_made = False
+        self._presigner_plain = True  # the probe's credentials had no session token
 
     def _full(self, key: str) -> str:
         return self._prefix + key
@@ -452,8 +571,29 @@ class S3Store:
                 _raise_translated(exc, "delete", key)
 
     def url(self, key: str, expires_in: int) -> str:
-        """A presigned GET, valid for ``expires_in`` seconds clamped to SigV4's 7 days."""
+        """A presigned GET, valid for ``expires_in`` seconds clamped to SigV4's 7 days.
+
+        The URL botocore's generate_presigned_url writes, signed here (_Presigner) once one
+        such URL has shown how; otherwise by botocore.
+        """
         expires = min(max(1, expires_in), MAX_PRESIGN_SECONDS)
+        if not self._presigner_made:
+            self._presigner = self._make_presigner(expires)
+            self._presigner_made = True
+        presigner = self._presigner
+        full = self._full(key)
+        # An empty key is botocore's to refuse.
+        credentials = self._credentials() if presigner is not None and full else None
+        if presigner is not None and credentials is not None:
+            # What botocore would read now: the time, the (maybe refreshed) credentials.
+            now = botocore.compat.get_current_datetime()
+            frozen = credentials.get_frozen_credentials()
+            if (frozen.token is None) == self._presigner_plain:
+                timestamp = now.strftime(botocore.auth.SIGV4_TIMESTAMP)
+                return presigner.sign(full, expires, frozen, timestamp)
+        return self._botocore_url(key, expires)
+
+    def _botocore_url(self, key: str, expires: int) -> str:
         try:
             return self._client.generate_presigned_url(
                 "get_object",
@@ -462,6 +602,28 @@ class S3Store:
             )
         except (BotoCoreError, ClientError) as exc:
             _raise_translated(exc, "presign", key)
+
+    def _credentials(self) -> Any:
+        """The client's credentials (a private botocore interface; None without it)."""
+        get = getattr(self._client, "_get_credentials", None)
+        return get() if get is not None else None
+
+    def _make_presigner(self, expires: int) -> _Presigner | None:
+        """From one URL botocore presigns; None (botocore signs them all) where that fails
+        or the URL is not one _Presigner writes identically."""
+        credentials = self._credentials()
+        if credentials is None:
+            return None
+        frozen = credentials.get_frozen_credentials()
+        self._presigner_plain = frozen.token is None
+        key = self._full(_PRESIGN_PROBE)
+        try:
+            probe = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires
+            )
+        except (BotoCoreError, ClientError):
+            return None
+        return _Presigner.from_probe(probe, key, frozen)
 
     def check(self) -> None:
         """HeadBucket: the bucket exists and the credentials reach it."""

@@ -75,7 +75,8 @@ def gallery_page(
         where.append(Job.id < cursor)
     if filters.q:
         plain = replace(filters, q=None).where(dialect) + where[len(where) - bool(cursor) :]
-        where = [_search(session, dialect, filters.q, plain, limit + 1)]
+        # The plain filters again: the search answers ids, or (a common word) only a clause.
+        where = [*plain, _search(session, dialect, filters.q, plain, limit + 1)]
     stmt = select(Job).where(*where).order_by(Job.id.desc()).limit(limit + 1)
     jobs = list(session.execute(stmt).scalars())
     more = len(jobs) > limit
@@ -92,8 +93,12 @@ def gallery_page(
     return Page(jobs, thumbs, jobs[-1].id if more else None)
 
 
-# How many of the newest jobs a search reads in order before it asks the index instead, and
-# how many matches the index may return before the word counts as common.
+# A search's bounded steps (_search): how many of the newest jobs it reads in order first;
+# how many matches it then asks the index for (fewer is every match); how many of the newest
+# jobs it reads in order next; how many matches the index may return before the word counts
+# as common.
+SEARCH_FIRST = 100
+SEARCH_PROBE = 100
 SEARCH_SCAN = 1000
 SEARCH_MATCHES = 10_000
 
@@ -102,46 +107,69 @@ def _search(session: Session, dialect: str, q: str, where: list[Any], want: int)
     """The jobs of the page for ``q``, as a WHERE clause, whether the word is rare or common.
 
     Neither planner can tell a rare word from a common one (PostgreSQL's statistics keep only
-    the frequent words; SQLite has none), so each search takes bounded steps. A common word
-    fills the page from the newest jobs in order; a rare one is found through the index and
-    its matches sorted; one with more than SEARCH_MATCHES matches, none of them among the
-    newest, is read in order again. Whatever the step, the answer is complete.
+    the frequent words; SQLite has none), so each search takes bounded steps, each priced by
+    the page or a constant, not by the archive. Whatever the step, the answer is complete.
     """
-    if dialect == "postgresql":
-        # 1. The newest SEARCH_SCAN jobs, in order, each matched against the words.
-        newest = (
-            select(Job.id, literal_column(search.PG_VECTOR).label("words"))
-            .where(*where)
-            .order_by(Job.id.desc())
-            .limit(SEARCH_SCAN)
-            .subquery()
-        )
-        ids = list(
-            session.execute(
-                select(newest.c.id)
-                .where(newest.c.words.bool_op("@@")(search.pg_tsquery(q)))
-                .order_by(newest.c.id.desc())
-                .limit(want)
-            ).scalars()
-        )
-        if len(ids) == want:
-            return Job.id.in_(ids)
-        # 2. Not a page among them: up to SEARCH_MATCHES matches off the GIN index, in any
-        # order (MATERIALIZED keeps the planner from turning it back into an ordered scan
-        # that reads every job for a rare word), then sorted here.
-        matched = (
-            select(Job.id)
-            .where(*where, search.matches(dialect, q))
-            .limit(SEARCH_MATCHES)
-            .cte("matched")
-            .prefix_with("MATERIALIZED")
-        )
-        ids = list(session.execute(select(matched.c.id)).scalars())
-        if len(ids) < SEARCH_MATCHES:  # every match: the page is its newest
-            return Job.id.in_(sorted(ids, reverse=True)[:want])
-        # 3. A common word, just not among the newest jobs: in order, filtered, to the page.
-        return search.matches(dialect, q)
-    # SQLite: up to SEARCH_SCAN matches off the FTS5 index; fewer is every match.
+    if dialect != "postgresql":
+        return _search_sqlite(session, q)
+    # 0. A common word fills the page from the newest SEARCH_FIRST jobs, in order (the scan
+    # stops at the page: a word in every job reads ``want`` rows).
+    ids = _newest_matching(session, q, where, SEARCH_FIRST, want)
+    if len(ids) == want:
+        return Job.id.in_(ids)
+    # 1. A rare word: up to SEARCH_PROBE matches off the GIN index, in any order
+    # (MATERIALIZED keeps the planner from turning it into an ordered scan that reads every
+    # job); fewer is every match, and the page is their newest. Not first: the index reads a
+    # word's every entry before the LIMIT applies, as many as the archive has for a common
+    # word, where step 0 reads a page.
+    ids = _index_matches(session, q, where, SEARCH_PROBE)
+    if len(ids) < SEARCH_PROBE:
+        return Job.id.in_(sorted(ids, reverse=True)[:want])
+    # 2. The newest SEARCH_SCAN jobs, in order, each matched against the words.
+    ids = _newest_matching(session, q, where, SEARCH_SCAN, want)
+    if len(ids) == want:
+        return Job.id.in_(ids)
+    # 3. Not a page among them: up to SEARCH_MATCHES matches off the index, then sorted here.
+    ids = _index_matches(session, q, where, SEARCH_MATCHES)
+    if len(ids) < SEARCH_MATCHES:  # every match: the page is its newest
+        return Job.id.in_(sorted(ids, reverse=True)[:want])
+    # 4. A common word, just not among the newest jobs: in order, filtered, to the page.
+    return search.matches(dialect, q)
+
+
+def _newest_matching(session: Session, q: str, where: list[Any], scan: int, want: int) -> list[str]:
+    """The newest ``want`` matches among the newest ``scan`` jobs (PostgreSQL)."""
+    newest = (
+        select(Job.id, literal_column(search.PG_VECTOR).label("words"))
+        .where(*where)
+        .order_by(Job.id.desc())
+        .limit(scan)
+        .subquery()
+    )
+    return list(
+        session.execute(
+            select(newest.c.id)
+            .where(newest.c.words.bool_op("@@")(search.pg_tsquery(q)))
+            .order_by(newest.c.id.desc())
+            .limit(want)
+        ).scalars()
+    )
+
+
+def _index_matches(session: Session, q: str, where: list[Any], most: int) -> list[str]:
+    """Up to ``most`` matches off the GIN index, in no order (PostgreSQL)."""
+    matched = (
+        select(Job.id)
+        .where(*where, search.matches("postgresql", q))
+        .limit(most)
+        .cte("matched")
+        .prefix_with("MATERIALIZED")
+    )
+    return list(session.execute(select(matched.c.id)).scalars())
+
+
+def _search_sqlite(session: Session, q: str) -> Any:
+    """Up to SEARCH_SCAN matches off the FTS5 index; fewer is every match."""
     query = search.fts5_query(q)
     if query is None:
         return false()
@@ -153,7 +181,7 @@ def _search(session: Session, dialect: str, q: str, where: list[Any], want: int)
     )
     if len(ids) < SEARCH_SCAN:
         return Job.id.in_(ids)
-    return search.matches(dialect, q)  # a common word: the page fills from the newest jobs
+    return search.matches("sqlite", q)  # a common word: the page fills from the newest jobs
 
 
 @dataclass

@@ -76,6 +76,7 @@ def assert_unavailable_is_503(stack: Stack) -> None:
         timeout=15,
     )
     assert hook.status_code == 503 and "Retry-After" in hook.headers
+    assert hook.json()["error"]["code"] == "unavailable"
 
 
 @pytest.fixture

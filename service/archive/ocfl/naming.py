@@ -34,7 +34,7 @@ LAYOUT_DESCRIPTION = {
     ),
 }
 
-_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _MAX_ENCODED = 100
 
 
@@ -42,11 +42,13 @@ def object_id(job_id: str) -> str:
     return OBJECT_ID_PREFIX + job_id
 
 
+def _percent(char: re.Match[str]) -> str:
+    return "".join(f"%{b:02x}" for b in char[0].encode())
+
+
 def _encapsulation(object_id: str, digest: str) -> str:
-    encoded = "".join(
-        char if _SAFE.fullmatch(char) else "".join(f"%{b:02x}" for b in char.encode())
-        for char in object_id
-    )
+    # Every character but [A-Za-z0-9_-] as its UTF-8 bytes, %xx lower case.
+    encoded = _UNSAFE.sub(_percent, object_id)
     return f"{encoded[:_MAX_ENCODED]}-{digest}" if len(encoded) > _MAX_ENCODED else encoded
 
 
