@@ -206,6 +206,7 @@ class Container:
         if self._destinations is not None:
             self._destinations.close()
         self.http.close()
+        self.receiver.ingest.close()
         self.receiver.ingest.engine.dispose()
         if self.wakeup is not None:
             self.wakeup.close()
