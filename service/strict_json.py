@@ -21,6 +21,11 @@ MAX_DEPTH = 64
 
 # A JSON string, escapes included; possessive so that hostile input cannot backtrack.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+# What may be a number too large for a float (1e999, or 400 digits): a number with a
+# positive three-digit exponent, or a run of 200 digits (fewer, with an exponent below 100,
+# stay under 1e299). Conservative: text inside a string may match too and only takes the
+# slower, checked way; hex ids ("ab5e123") do not.
+_HUGE_NUMBER = re.compile(rb"(?<![\w.+-])-?[0-9]+(?:\.[0-9]*)?[eE]\+?[0-9]{3}|[0-9]{200}")
 # Keep only the brackets once strings are gone.
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -66,8 +71,12 @@ def loads(body: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     openings = raw.count(b"[") + raw.count(b"{")
     if openings > max_depth and nesting_depth(raw, max_depth) > max_depth:
         raise BadJson(f"the body nests arrays and objects deeper than {max_depth} levels")
+    # Only a number with a three-digit exponent or hundreds of digits can overflow to inf:
+    # other bodies keep the C parser's own float parsing (a Python call per float cost a
+    # webhook more than the rest of its parse).
+    parse_float = _finite_float if _HUGE_NUMBER.search(raw) else None
     try:
-        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=parse_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         # ValueError covers JSONDecodeError and integers longer than Python will convert.
         raise BadJson("the body is not valid JSON") from None

@@ -109,7 +109,6 @@ INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, receiv
 SELECT id, 'webhook', :status, :body, :result, :body_sha256, :now, 1
 FROM jobs WHERE track_id = :track_id AND endpoint IN ({endpoints})
 ON CONFLICT (job_id, source, body_sha256) DO NOTHING
-RETURNING id
 """
 _SQLITE_WHICH = "SELECT endpoint FROM jobs WHERE track_id = :track_id"
 
@@ -161,7 +160,7 @@ class WriterTurns:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Callback:
     """One request's callback, as the batch statement takes it."""
 
@@ -327,9 +326,9 @@ def _write_sqlite(
                     "body_sha256": c.body_sha256,
                     "now": now,
                 }
-                stored = None if statement is None else cur.execute(statement, row).fetchone()
-                if stored is not None:
-                    out.append((True, int(stored[0])))
+                # rowcount and lastrowid rather than RETURNING: no result row to fetch.
+                if statement is not None and cur.execute(statement, row).rowcount == 1:
+                    out.append((True, int(cur.lastrowid)))
                     continue
                 which = cur.execute(_SQLITE_WHICH, {"track_id": c.track_id}).fetchone()
                 known = which is not None and _PROVIDER_OF.get(which[0]) == c.provider

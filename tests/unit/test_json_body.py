@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.strict_json import MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
+from service.strict_json import _HUGE_NUMBER, MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
 
 
 @pytest.mark.parametrize(
@@ -40,3 +40,29 @@ def test_depth_counts_structure_not_brackets_inside_strings() -> None:
 def test_the_top_level_must_be_an_object_when_asked() -> None:
     with pytest.raises(BadJson, match="must be a JSON object"):
         loads_object(b"[1, 2]")
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "1e999",
+        "1E+400",
+        "-2.5e308",
+        "1e0999",
+        "9" * 250 + "e99",
+        "1" + "0" * 400 + ".5",
+        "0.5e400",
+    ],
+)
+def test_every_number_too_large_for_a_float_is_refused(number: str) -> None:
+    # The C parser reads floats itself unless the body may hold such a number: each of
+    # these must take the checked way, wherever it sits.
+    for body in (f'{{"a": {number}}}', f"[1, {number}]", f'{{"t": "x", "n": [{{"v": {number}}}]}}'):
+        with pytest.raises(BadJson, match="too large"):
+            loads(body.encode())
+
+
+def test_hex_ids_and_ordinary_floats_keep_the_fast_parse() -> None:
+    body = b'{"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}'
+    assert not _HUGE_NUMBER.search(body)
+    assert loads(body) == {"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}
