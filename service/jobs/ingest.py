@@ -106,11 +106,11 @@ ORDER BY input.n
 # duplicate, which _SQLITE_WHICH tells apart (neither is the common case).
 _SQLITE_STORE = """
 INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at, pending)
-SELECT id, 'webhook', :status, :body, :result, :body_sha256, :now, 1
-FROM jobs WHERE track_id = :track_id AND endpoint IN ({endpoints})
+SELECT id, 'webhook', ?, ?, ?, ?, ?, 1
+FROM jobs WHERE track_id = ? AND endpoint IN ({endpoints})
 ON CONFLICT (job_id, source, body_sha256) DO NOTHING
 """
-_SQLITE_WHICH = "SELECT endpoint FROM jobs WHERE track_id = :track_id"
+_SQLITE_WHICH = "SELECT endpoint FROM jobs WHERE track_id = ?"
 
 
 # Which provider each endpoint belongs to: PostgreSQL's statement looks it up in the JSON.
@@ -310,27 +310,27 @@ def _write_sqlite(
 ) -> list[_Written]:
     # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
     now = utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # Everything but the statements is done before taking a turn: the writers of every
+    # process wait on that turn, so it is held for the database's work only.
+    rows = [
+        (
+            _SQLITE_STORE_BY_PROVIDER.get(c.provider),
+            (c.status, json.dumps(c.body), json.dumps(c.result), c.body_sha256, now, c.track_id),
+        )
+        for c in batch
+    ]
     out: list[_Written] = []
     # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
     # as everywhere else, takes the write lock up front.
     with turns.turn():
         cur.execute("BEGIN IMMEDIATE")
         try:
-            for c in batch:
-                statement = _SQLITE_STORE_BY_PROVIDER.get(c.provider)
-                row = {
-                    "track_id": c.track_id,
-                    "status": c.status,
-                    "body": json.dumps(c.body),
-                    "result": json.dumps(c.result),
-                    "body_sha256": c.body_sha256,
-                    "now": now,
-                }
+            for c, (statement, row) in zip(batch, rows, strict=True):
                 # rowcount and lastrowid rather than RETURNING: no result row to fetch.
                 if statement is not None and cur.execute(statement, row).rowcount == 1:
                     out.append((True, int(cur.lastrowid)))
                     continue
-                which = cur.execute(_SQLITE_WHICH, {"track_id": c.track_id}).fetchone()
+                which = cur.execute(_SQLITE_WHICH, (c.track_id,)).fetchone()
                 known = which is not None and _PROVIDER_OF.get(which[0]) == c.provider
                 out.append((known, None))  # known: the same body, stored before
             cur.execute("COMMIT")
