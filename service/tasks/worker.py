@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import TypeVar
 
 from service import metrics
 from service.db.availability import DatabaseUnavailable, OutageNotice, is_unavailable
@@ -31,6 +32,7 @@ from service.tasks.retry_policy import RetryPolicy
 from service.tasks.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _LeaseLost:
@@ -287,29 +289,28 @@ class Worker:
         """Run the intake once; whether more may be waiting (False if it failed)."""
         if self.intake is None:
             return False
-        try:
-            more = self.intake()
-        except Exception as exc:
-            if not is_unavailable(exc):
-                log.exception("taking the intake failed")
-                return False
-            self._intake_outage.failed(exc)
-            return False
-        self._intake_outage.succeeded()
-        return more
+        return bool(self._guarded(self.intake, self._intake_outage, "taking the intake"))
 
     def _claim_safely(self, limit: int) -> list[ClaimedTask] | None:
         """Claim up to ``limit`` tasks; None if that failed (said once per outage)."""
+        return self._guarded(
+            lambda: self.queue.claim(self.id, limit), self._claim_outage, "claiming tasks"
+        )
+
+    @staticmethod
+    def _guarded(call: Callable[[], T], outage: OutageNotice, what: str) -> T | None:
+        """``call()``, or None if it failed: the database away is said once per outage
+        (``outage``), anything else is logged with its traceback."""
         try:
-            claimed = self.queue.claim(self.id, limit)
+            result = call()
         except Exception as exc:
             if not is_unavailable(exc):
-                log.exception("claiming tasks failed")
+                log.exception("%s failed", what)
                 return None
-            self._claim_outage.failed(exc)
+            outage.failed(exc)
             return None
-        self._claim_outage.succeeded()
-        return claimed
+        outage.succeeded()
+        return result
 
     def _drain(self, recorder: threading.Thread) -> None:
         self._hand_back(self._prefetch.close(), stopping=True)

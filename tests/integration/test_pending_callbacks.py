@@ -23,11 +23,10 @@ from service.db.models import Callback, Job, Task
 from service.db.retention import prune
 from service.db.session import make_engine
 from service.jobs.applying import PendingCallbacks
-from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
 from service.wiring import Container
 from tests.integration.test_ui import _sign_in
-from tests.support.app import AUTH, SECRET
+from tests.support.app import post_callback, submit_job
 
 SUCCESS = {
     "status": "success",
@@ -36,23 +35,8 @@ SUCCESS = {
 }
 
 
-def _job(client: FlaskClient) -> dict[str, Any]:
-    r = client.post(
-        "/v1/jobs",
-        json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": "a"}},
-        headers=AUTH,
-    )
-    assert r.status_code == 202
-    return r.get_json()  # type: ignore[no-any-return]
-
-
 def _hook(client: FlaskClient, track_id: str, body: dict[str, Any]) -> None:
-    token = webhook_token(SECRET.encode(), "modelslab", track_id)
-    r = client.post(
-        f"/webhooks/modelslab/{track_id}?token={token}",
-        data=json.dumps({**body, "track_id": track_id}),
-        content_type="application/json",
-    )
+    r = post_callback(client, track_id, {**body, "track_id": track_id})
     assert r.get_json() == {"status": "accepted"}
 
 
@@ -64,7 +48,7 @@ def _status(c: Container, job_id: str) -> str:
 def test_the_worker_applies_pending_callbacks_before_it_claims(
     client: FlaskClient, container: Container
 ) -> None:
-    jobs = [_job(client) for _ in range(3)]
+    jobs = [submit_job(client) for _ in range(3)]
     for job in jobs:
         _hook(client, job["track_id"], SUCCESS)
     # Batches of two: the intake says a full batch may have more behind it.
@@ -80,7 +64,7 @@ def test_the_worker_applies_pending_callbacks_before_it_claims(
         assert sorted(archives) == sorted(j["id"] for j in jobs)
 
     # run_once takes the intake too, before claiming (and finds nothing left to apply).
-    late = _job(client)
+    late = submit_job(client)
     _hook(client, late["track_id"], SUCCESS)
     worker.intake = PendingCallbacks(container.db, container.queue, container.timing)
     worker.handlers = {}  # no task may run here: only the intake is under test
@@ -92,7 +76,7 @@ def test_the_worker_applies_pending_callbacks_before_it_claims(
 def test_a_callback_that_cannot_be_applied_becomes_a_task_and_the_rest_go_on(
     client: FlaskClient, container: Container
 ) -> None:
-    broken, fine = _job(client), _job(client)
+    broken, fine = submit_job(client), submit_job(client)
     _hook(client, broken["track_id"], SUCCESS)
     _hook(client, fine["track_id"], SUCCESS)
     with container.db.transaction() as s:
@@ -112,7 +96,7 @@ def test_a_callback_that_cannot_be_applied_becomes_a_task_and_the_rest_go_on(
 def test_gauges_the_operations_page_and_retention_see_pending_callbacks(
     client: FlaskClient, container: Container
 ) -> None:
-    job = _job(client)
+    job = submit_job(client)
     _hook(client, job["track_id"], SUCCESS)
     assert client.get("/metrics").status_code == 200
     assert REGISTRY.get_sample_value("genvault_tasks_queued", {"kind": "callback"}) == 1
@@ -137,7 +121,7 @@ def test_gauges_the_operations_page_and_retention_see_pending_callbacks(
 def test_downgrading_0011_gives_pending_callbacks_their_tasks(
     client: FlaskClient, container: Container
 ) -> None:
-    job = _job(client)
+    job = submit_job(client)
     _hook(client, job["track_id"], SUCCESS)
     engine = make_engine(container.settings.database_url)
     try:

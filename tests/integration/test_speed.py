@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,12 +26,11 @@ from service.db.session import Database
 from service.errors import NotFound
 from service.jobs.results import callback_values
 from service.providers.base import ProviderResult, ResultStatus
-from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
 from service.tasks.wakeup import build_wakeup, notify_on_commit
 from service.wiring import Container
-from tests.support.app import AUTH, SECRET, apply_callbacks
+from tests.support.app import AUTH, apply_callbacks, post_callback, submit_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SUCCESS = {
@@ -43,23 +41,8 @@ SUCCESS = {
 }
 
 
-def _job(client: FlaskClient) -> dict[str, Any]:
-    r = client.post(
-        "/v1/jobs",
-        json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": "a"}},
-        headers=AUTH,
-    )
-    assert r.status_code == 202
-    return r.get_json()  # type: ignore[no-any-return]
-
-
-def _hook(client: FlaskClient, track_id: str, body: dict[str, Any]):  # type: ignore[no-untyped-def]
-    token = webhook_token(SECRET.encode(), "modelslab", track_id)
-    return client.post(
-        f"/webhooks/modelslab/{track_id}?token={token}",
-        data=json.dumps(body),
-        content_type="application/json",
-    )
+_job = submit_job
+_hook = post_callback
 
 
 def test_the_webhook_stores_one_pending_callback_and_the_worker_applies_it(

@@ -21,23 +21,13 @@ from service.api.webhook_entry import WebhookEntry
 from service.db.models import Callback
 from service.security.tokens import webhook_token
 from service.wiring import Container
-from tests.support.app import AUTH, SECRET
+from tests.support.app import SECRET, submit_job
 
 SUCCESS = {
     "status": "success",
     "id": 81443063,
     "output": ["https://cdn2.stablediffusionapi.com/generations/a-0.png"],
 }
-
-
-def _job(client: FlaskClient) -> dict[str, Any]:
-    r = client.post(
-        "/v1/jobs",
-        json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": "a"}},
-        headers=AUTH,
-    )
-    assert r.status_code == 202
-    return r.get_json()  # type: ignore[no-any-return]
 
 
 def _answer(r: Any) -> tuple[int, Any, str, str | None]:
@@ -55,7 +45,7 @@ def _counted(provider: str, outcome: str) -> float:
 
 def _cases(client: FlaskClient) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, path with query, keyword arguments of client.post): one of each answer."""
-    job = _job(client)
+    job = submit_job(client)
     track = job["track_id"]
     token = webhook_token(SECRET.encode(), "modelslab", track)
     good = f"/webhooks/modelslab/{track}?token={token}"

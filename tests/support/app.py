@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
+from werkzeug.test import TestResponse
 
 from service.app import create_app
 from service.config import Settings, load_settings
 from service.db.migrate import upgrade
 from service.db.models import Task
+from service.security.tokens import webhook_token
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import ClaimedTask
 from service.tasks.status import TaskStatus
@@ -56,6 +59,27 @@ def container(database_url: str, tmp_path: Path) -> Iterator[Container]:
 @pytest.fixture
 def client(container: Container) -> FlaskClient:
     return create_app(container=container).test_client()
+
+
+def submit_job(client: FlaskClient) -> dict[str, Any]:
+    """A ModelsLab text2img job through the API (202); its JSON."""
+    r = client.post(
+        "/v1/jobs",
+        json={"endpoint": "modelslab/text2img", "params": {"model_id": "m", "prompt": "a"}},
+        headers=AUTH,
+    )
+    assert r.status_code == 202, r.get_data(as_text=True)
+    return r.get_json()  # type: ignore[no-any-return]
+
+
+def post_callback(client: FlaskClient, track_id: str, body: dict[str, Any]) -> TestResponse:
+    """ModelsLab's webhook for ``track_id``, correctly tokened, with ``body``."""
+    token = webhook_token(SECRET.encode(), "modelslab", track_id)
+    return client.post(
+        f"/webhooks/modelslab/{track_id}?token={token}",
+        data=json.dumps(body),
+        content_type="application/json",
+    )
 
 
 def apply_callbacks(c: Container) -> int:
