@@ -20,6 +20,7 @@ bench/ingest.py the difference is within the machine's noise).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -48,11 +49,19 @@ class GroupCommit(Generic[T, R]):
     same order; if it raises, every caller in that batch gets the exception.
     """
 
-    def __init__(self, write_batch: Callable[[Sequence[T]], Sequence[R]], max_batch: int = 64):
+    def __init__(
+        self,
+        write_batch: Callable[[Sequence[T]], Sequence[R]],
+        max_batch: int = 64,
+        turn: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._write_batch = write_batch
         self._max_batch = max_batch
+        # Entered by the leader before it takes its batch: what queues while it waits for
+        # its turn (another process's write, on SQLite) joins this batch, not the next.
+        self._turn = turn
         self._lock = threading.Lock()
         self._queued: list[_Slot[T, R]] = []
         self._writing = False
@@ -76,16 +85,22 @@ class GroupCommit(Generic[T, R]):
         return slot.result  # type: ignore[return-value]
 
     def _lead(self, me: _Slot[T, R]) -> None:
-        with self._lock:
-            batch = self._queued[: self._max_batch]
-            del self._queued[: self._max_batch]
+        batch: list[_Slot[T, R]] = []
         try:
-            results = self._write_batch([s.item for s in batch])
+            with self._turn():
+                with self._lock:
+                    batch = self._queued[: self._max_batch]
+                    del self._queued[: self._max_batch]
+                results = self._write_batch([s.item for s in batch])
             if len(results) != len(batch):
                 raise AssertionError(f"{len(results)} results for {len(batch)} items")
             for s, result in zip(batch, results, strict=True):
                 s.result = result
         except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+            if not batch:  # the turn itself failed: our own item is the batch
+                with self._lock:
+                    batch = self._queued[: self._max_batch]
+                    del self._queued[: self._max_batch]
             for s in batch:
                 s.error = exc
         for s in batch:

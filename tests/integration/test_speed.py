@@ -130,7 +130,7 @@ def test_one_batch_answers_each_callback_for_itself(
 
     def cb(track_id: str, digest: str, provider: str = "modelslab") -> _Callback:
         return _Callback(
-            provider, track_id, "success", {"d": digest}, {"status": "success"}, digest
+            provider, track_id, "success", f'{{"d": "{digest}"}}', '{"status": "success"}', digest
         )
 
     ingest = container.receiver.ingest

@@ -143,3 +143,39 @@ def test_a_written_caller_returns_while_the_next_batch_is_still_being_written() 
         gates[1].set()
         assert [f.result(5) for f in second] == [2, 3]
         assert third.result(5) == 4
+
+
+def test_what_queues_while_the_leader_waits_for_its_turn_joins_its_batch() -> None:
+    """The turn (on SQLite, the writers of other processes) is taken before the batch: the
+    callers that arrive while the leader waits for it are written with it, not after."""
+    turn = threading.Lock()
+    batches: list[list[int]] = []
+
+    def write(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(write, turn=lambda: turn)
+    turn.acquire()  # another process is writing
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(group.submit, i) for i in range(4)]
+        _wait_queued(group, 4)
+        turn.release()
+        assert [f.result(5) for f in futures] == [0, 10, 20, 30]
+    assert batches == [[0, 1, 2, 3]]
+
+
+def test_a_turn_that_fails_fails_its_callers_and_the_next_one_writes() -> None:
+    calls = 0
+
+    def turn() -> threading.Lock:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("the lock file is gone")
+        return threading.Lock()
+
+    group: GroupCommit[int, int] = GroupCommit(list, turn=turn)
+    with pytest.raises(OSError, match="lock file"):
+        group.submit(1)
+    assert group.submit(2) == 2
