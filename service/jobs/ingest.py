@@ -28,6 +28,7 @@ import enum
 import fcntl
 import json
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,6 +117,8 @@ _SQLITE_WHICH = "SELECT endpoint FROM jobs WHERE track_id = ?"
 # Which provider each endpoint belongs to: PostgreSQL's statement looks it up in the JSON.
 _PROVIDER_OF = {name: spec.provider for name, spec in ENDPOINTS.items()}
 _PROVIDERS_JSON = json.dumps(_PROVIDER_OF)
+# Endpoint names are ours (providers/endpoints.py), written as SQL literals: plain ones only.
+assert all(re.fullmatch(r"[a-z0-9/_.-]+", name) for name in _PROVIDER_OF), "an endpoint name"
 _SQLITE_STORE_BY_PROVIDER: dict[str, str] = {
     provider: _SQLITE_STORE.format(
         endpoints=", ".join(f"'{name}'" for name, of in _PROVIDER_OF.items() if of == provider)
