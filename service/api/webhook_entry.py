@@ -2,10 +2,11 @@
 
 A provider's callback is the one request genvault receives by the thousand, and for it
 Flask's request machinery (request and app contexts, URL matching, the session, the
-before/after hooks, a Response object) cost more CPU than verifying and recording it: in
-process 40 us of a webhook's 77 us without the write, and under load the difference
-between genvault and the ten-line receiver a user would write (bench/ingest.py: 0.97x of
-it through Flask, 1.25x through here, on PostgreSQL).
+before/after hooks, a Response object) cost more CPU than verifying and parsing it: in
+process, bare Flask answering a JSON body costs 77 us, the whole webhook here without its
+write 37 us (bench/webhook_cpu.py); under load it was the difference between genvault and
+the ten-line receiver a user would write (bench/ingest.py on PostgreSQL: 0.97x of it
+through Flask, 1.25x through here).
 
 So this WSGI middleware, in front of the Flask app, answers ``POST /webhooks/{provider}/
 {track_id}?token=...`` itself when the request is plainly in order: path segments and

@@ -11,9 +11,10 @@ lone write's cost was its commit.
 
 On PostgreSQL a batch is a single statement in autocommit mode, one round trip: the
 requests come as one JSON array, and a data-modifying CTE inserts the callbacks (ON
-CONFLICT DO NOTHING makes a retried body a no-op). SQLite has no data-modifying CTEs: there
-it is a few statements in one transaction (no extra round trip: the database is in
-process). Either way ``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
+CONFLICT DO NOTHING makes a retried body a no-op). On SQLite it is one INSERT ... SELECT per
+callback, all in one transaction (no round trip: the database is in process), written by
+a leader that holds the writers' turn across processes (WriterTurns). Either way
+``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
 
 Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
 of the hot path, and SQLAlchemy's per-execution work (execution context, bind and result

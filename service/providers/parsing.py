@@ -19,13 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from service.providers.base import ProviderError, ProviderResult, ResultStatus
-from service.security.redaction import (
-    PLAIN_TYPES,
-    REDACTED,
-    _secret_names,
-    is_secret_name,
-    redact_url,
-)
+from service.security.redaction import PLAIN_TYPES, REDACTED, is_secret_name, redact_url
 
 # Large enough for AI/ML API's inline b64_json images (up to 4), small enough to bound memory.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -80,8 +74,7 @@ def parse_modelslab(body: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> 
     secrets = tuple(s for s in secrets if s)
     status = modelslab_status(body) or ResultStatus.PROCESSING
     meta = body.get("meta")
-    if type(meta) is not dict and not isinstance(meta, Mapping):
-        meta = {}
+    meta = meta if isinstance(meta, Mapping) else {}
     outputs = _image_locations(body.get("output"))
     if status is ResultStatus.SUCCESS and not outputs:
         outputs = _image_locations(body.get("proxy_links"))
@@ -198,15 +191,8 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:  # noqa: PLR0911 - as r
 def _scrub_dict(value: Mapping[Any, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
     copy: dict[str, Any] = {}
     for key, item in value.items():
-        if type(key) is str:
-            name = key
-            secret = _secret_names.get(key)
-            if secret is None:
-                secret = is_secret_name(key)
-        else:
-            name = str(key)
-            secret = is_secret_name(name)
-        if not secret:
+        name = key if type(key) is str else str(key)
+        if not is_secret_name(name):
             kind = type(item)
             if kind is str:
                 copy[name] = _scrub_str(item, secrets)

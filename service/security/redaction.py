@@ -34,12 +34,6 @@ SUMMARY_MARK = "inline"
 _NAME_CACHE_LENGTH = 64
 _NAME_CACHE_SIZE = 4096
 _secret_names: dict[str, bool] = {}
-# URLs redact_url has just returned, this long at most, this many at most (then forgotten).
-# Its answers are its fixed points (see redact_url), so when the same URL comes back, as a
-# callback's body does from scrub (providers/parsing.py) into redact, it is returned as it is.
-_CLEAN_URL_LENGTH = 4096
-_CLEAN_URL_COUNT = 256
-_clean_urls: set[str] = set()
 # What redact and scrub return as they are, recognised by their exact type.
 PLAIN_TYPES = frozenset({int, float, bool, type(None)})
 
@@ -96,8 +90,6 @@ def is_secret_name(name: str) -> bool:
 
 def redact_url(url: str) -> str:
     """The URL with secret-looking query parameters (our webhook token included) blanked."""
-    if type(url) is str and url in _clean_urls:
-        return url
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -105,17 +97,7 @@ def redact_url(url: str) -> str:
     if not parts.query:
         return url
     query = [(k, REDACTED if is_secret_name(k) else v) for k, v in parse_qsl(parts.query, True)]
-    clean = urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
-    # ``clean`` is a fixed point: split again it gives back the same parts (the scheme is
-    # http(s), so the netloc ends at the first "/", "?" or "#", and neither the path nor
-    # the newly encoded query holds a "?" or a "#"); the query parses back to the same
-    # pairs (urlencode's quote_plus is undone by parse_qsl), whose secrets are already
-    # blanked. tests/unit/test_callback_redaction_equivalence.py checks it too.
-    if len(clean) <= _CLEAN_URL_LENGTH and clean.startswith(("http://", "https://")):
-        if len(_clean_urls) >= _CLEAN_URL_COUNT:
-            _clean_urls.clear()
-        _clean_urls.add(clean)
-    return clean
+    return urlunsplit(parts._replace(query=urlencode(query, safe="[]")))
 
 
 def redact(value: Any) -> Any:  # noqa: PLR0911 - a fast path per exact type
@@ -147,15 +129,8 @@ def redact(value: Any) -> Any:  # noqa: PLR0911 - a fast path per exact type
 def _redact_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
     copy: dict[str, Any] = {}
     for k, v in value.items():
-        if type(k) is str:
-            name = k
-            secret = _secret_names.get(k)
-            if secret is None:
-                secret = is_secret_name(k)
-        else:
-            name = str(k)
-            secret = is_secret_name(name)
-        if secret:
+        name = k if type(k) is str else str(k)
+        if is_secret_name(name):
             copy[name] = REDACTED
         elif type(v) is str:
             if name in _INLINE_FIELDS and len(v) > 64:

@@ -443,8 +443,8 @@ def check_url(url: str) -> None:
     old = outcome(redact_url, url)
     assert_same(old, outcome(new_redaction.redact_url, url))
     if old[0] == "value":
-        # The new redact_url remembers what it returned and gives it back as it is: that
-        # must be what the old one makes of it too (its answers are its fixed points).
+        # Its answers are its fixed points: redacting a redacted URL again changes nothing
+        # (a callback's URLs go through scrub and then redact).
         again = new_redaction.redact_url(old[1])
         assert_same(outcome(redact_url, old[1]), ("value", again))
     for value in (url, {"u": url}, [url]):
