@@ -336,8 +336,11 @@ def test_retry_after_is_honoured_up_to_the_longest_wait(
         [task] = session.execute(select(Task).where(Task.kind == TaskKind.DELIVER_EVENT)).scalars()
     assert delivery.status == "pending"
     assert delivery.next_attempt_at is not None
+    # Capped at the schedule's longest wait (0.1 s), not an hour. The gap also holds the
+    # two transactions that record the attempt and reschedule the task: 0.6 s once in CI
+    # under the parallel suite, so the bound is seconds, still far under Retry-After's hour.
     wait = (task.run_after - delivery.updated_at).total_seconds()
-    assert 0.05 <= wait <= 0.5  # capped at the schedule's longest wait (0.1 s), not an hour
+    assert 0.05 <= wait <= 5
 
 
 def test_hanging_endpoint_does_not_hold_back_the_others(
