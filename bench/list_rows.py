@@ -158,8 +158,10 @@ def main() -> None:
                     for _ in range(args.rounds):
                         client.get("/v1/jobs?limit=50", headers=AUTH)
                     profile.disable()
-                    stats = pstats.Stats(profile).sort_stats("cumulative")
+                    stats = pstats.Stats(profile).sort_stats(os.environ.get("PSORT", "cumulative"))
                     stats.print_stats(45)
+                    if os.environ.get("PCALLERS"):
+                        stats.print_callers(os.environ["PCALLERS"])
             finally:
                 container.close()
         finally:

@@ -433,6 +433,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--wrk-seconds", type=int, default=4)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep both databases (to EXPLAIN queries on them)"
+    )
     args = parser.parse_args()
     try:
         urls = [create_pg_database(), create_pg_database()]
@@ -486,7 +489,10 @@ def main() -> int:
         print(f"\n(whole bench: {time.perf_counter() - STARTED:.0f} s)")
     finally:
         for url in urls:
-            drop_pg_database(url)
+            if args.keep:
+                print(f"kept: {url}")
+            else:
+                drop_pg_database(url)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
@@ -88,7 +88,30 @@ class JobOut(BaseModel):
     )
 
 
-def job_out(job: Job, assets: Iterable[Asset], store: ArchiveStore, expires_in: int) -> JobOut:
+class AssetRow(Protocol):
+    """What job_out reads of an asset: an Asset, or a row of these columns."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def content_credentials(self) -> dict[str, Any] | None: ...
+
+
+def job_out(job: Job, assets: Iterable[AssetRow], store: ArchiveStore, expires_in: int) -> JobOut:
     outputs = sorted((a for a in assets if a.role == "output"), key=lambda a: a.index)
     return JobOut(
         id=job.id,

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import io
 import math
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +160,26 @@ def _quote(value: str) -> str:
     return quote(value.encode(), safe="-_.~")
 
 
+# What quote(key, safe="/~") leaves alone: unreserved characters and the slash.
+_PATH_UNSAFE = re.compile(r"[^A-Za-z0-9_.~/-]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"%{ord(match[0]):02X}"
+
+
+def _quote_path(key: str) -> str:
+    """``quote(key.encode(), safe="/~")``, in a third of the time for an ASCII key.
+
+    quote looks up every byte in a table in Python (6 us for a key of ours, a quarter of
+    a link's cost); an OCFL key's only unsafe characters are the three ``%`` of its
+    encoded object id, so a regular expression finds them in C.
+    """
+    if key.isascii():
+        return _PATH_UNSAFE.sub(_escape, key)
+    return quote(key.encode(), safe="/~")
+
+
 class _Presigner:
     """Presigned GETs, the very URLs botocore's generate_presigned_url would write, without
     its per-call machinery (endpoint rules, serialisation, events: ~0.25 ms a link, paid per
@@ -184,7 +205,7 @@ class _Presigner:
     def from_probe(cls, probe: str, key: str, credentials: Any) -> _Presigner | None:
         """``probe``: botocore's presigned GET of ``key`` (full key), with ``credentials``."""
         parts = urlsplit(probe)
-        encoded = quote(key.encode(), safe="/~")
+        encoded = _quote_path(key)
         if parts.fragment or not parts.path.endswith(encoded) or credentials is None:
             return None
         pairs = [pair.partition("=") for pair in parts.query.split("&")]
@@ -231,7 +252,7 @@ class _Presigner:
 
     def sign(self, key: str, expires: int, credentials: Any, timestamp: str) -> str:
         """The presigned GET of ``key`` (full key) at ``timestamp`` (SigV4's format)."""
-        path = self._path + quote(key.encode(), safe="/~")
+        path = self._path + _quote_path(key)
         signing, credential = self._for_day(credentials, timestamp[:8])
         query = (
             f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}"
@@ -249,7 +270,7 @@ class _Presigner:
             f"AWS4-HMAC-SHA256\n{timestamp}\n{timestamp[:8]}{self._scope_tail}\n"
             + hashlib.sha256(canonical.encode()).hexdigest()
         )
-        signature = hmac.new(signing, to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(signing, to_sign.encode(), "sha256").hex()
         return f"{self._base}{path}?{query}&X-Amz-Signature={signature}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import botocore.auth
@@ -11,9 +12,11 @@ import botocore.compat
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.storage.base import StorageError
-from service.storage.s3 import CLIENT_CONFIG, S3Store
+from service.storage.s3 import CLIENT_CONFIG, S3Store, _quote_path
 
 FIXED = datetime.datetime(2026, 3, 4, 5, 6, 7)  # naive UTC, as botocore's clock answers
 KEYS = [
@@ -98,3 +101,14 @@ def test_a_url_it_cannot_write_identically_is_left_to_botocore(frozen_clock: Non
     url = store.url("x.png", 60)
     assert url == store._botocore_url("x.png", 60) and "X-Amz-Signature" not in url
     assert store._presigner is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text())
+def test_key_paths_are_encoded_as_urllib_encodes_them(key: str) -> None:
+    assert _quote_path(key) == quote(key.encode(), safe="/~")
+
+
+@pytest.mark.parametrize("key", [*KEYS, "".join(map(chr, range(128))), "a\x00b", "é/%7e"])
+def test_key_paths_are_encoded_as_urllib_encodes_them_at_the_edges(key: str) -> None:
+    assert _quote_path(key) == quote(key.encode(), safe="/~")
