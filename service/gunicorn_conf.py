@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import tempfile
@@ -34,3 +35,16 @@ def child_exit(_server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def post_worker_init(_worker: Any) -> None:
+    """The app is loaded: what exists now lives as long as the process, so the cyclic
+    garbage collector stops scanning it.
+
+    A full collection walked the ~200,000 objects of the loaded app (SQLAlchemy, pydantic,
+    botocore...) and held the GIL for about 100 ms, a pause that landed on whichever
+    requests were in flight. Frozen, a full collection took 0.3 ms (in process, a list of
+    50 jobs in a loop). What is garbage at this point is collected first, not frozen.
+    """
+    gc.collect()
+    gc.freeze()

@@ -21,6 +21,7 @@ from service.api.paging import MAX_LIMIT, page_limit
 from service.api.schemas import AuditReport, JobList, respond
 from service.archive.audit import audit_archived_job
 from service.db.models import Asset, Job
+from service.db.sets import among
 from service.errors import Conflict, FieldError, InvalidRequest, NotFound
 from service.jobs import erasure, operator_retry
 from service.jobs.records import get_job
@@ -135,7 +136,9 @@ def _render(jobs: list[Job]) -> list[JobOut]:
     c = container()
     ids = [j.id for j in jobs]
     by_job: dict[str, list[_ListedAsset]] = {i: [] for i in ids}
-    stmt = select(Asset.job_id, *_ASSET_FIELDS).where(Asset.job_id.in_(ids), Asset.role == "output")
+    stmt = select(Asset.job_id, *_ASSET_FIELDS).where(
+        among(Asset.job_id, ids, c.db.dialect), Asset.role == "output"
+    )
     with c.db.transaction() as session:
         for job_id, *fields in session.execute(stmt):
             by_job[job_id].append(_ListedAsset(*fields))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.db import search
 from service.db.models import DEFAULT_PROJECT, Asset, Callback, Job, Task
+from service.db.sets import among
 from service.jobs import operator_retry
 from service.jobs.states import JobStatus
 from service.tasks.status import TaskStatus
@@ -85,7 +86,7 @@ def gallery_page(
     if jobs:
         rows = session.execute(
             select(Asset)
-            .where(Asset.job_id.in_([j.id for j in jobs]), Asset.role == "thumb")
+            .where(among(Asset.job_id, [j.id for j in jobs], dialect), Asset.role == "thumb")
             .order_by(Asset.index)
         ).scalars()
         for asset in rows:
