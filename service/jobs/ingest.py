@@ -34,7 +34,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Engine
@@ -315,7 +314,7 @@ def _write_postgres(cur: Any, batch: Sequence[_Callback]) -> list[_Written]:
 
 def _write_sqlite(dbapi: Any, cur: Any, batch: Sequence[_Callback]) -> list[_Written]:
     # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
-    now = utcnow().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    now = utcnow().replace(tzinfo=None).isoformat(" ", "microseconds")
     out: list[_Written] = []
     # The caller holds the writers' turn (WriterTurns, entered by GroupCommit's leader).
     # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,

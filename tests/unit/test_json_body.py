@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.strict_json import _HUGE_NUMBER, MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
 
@@ -66,3 +70,33 @@ def test_hex_ids_and_ordinary_floats_keep_the_fast_parse() -> None:
     body = b'{"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}'
     assert not _HUGE_NUMBER.search(body)
     assert loads(body) == {"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]))
+def test_bodies_read_as_json_loads_reads_them_in_every_encoding(
+    value: object, encoding: str
+) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode(encoding, "surrogatepass")
+    assert loads(body) == json.loads(body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40) | st.text(max_size=40).map(str.encode))
+def test_bytes_json_loads_refuses_are_refused(body: bytes) -> None:
+    try:
+        expected = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        with pytest.raises(BadJson):
+            loads(body)
+        return
+    if b"NaN" in body or b"Infinity" in body or "inf" in repr(expected):
+        return  # json.loads takes these; loads refuses them (tested above)
+    assert loads(body) == expected
