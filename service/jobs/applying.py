@@ -6,7 +6,9 @@ callbacks (skipping those another worker holds), and for each locks its job and 
 through records.advance()/fail() (results.apply), queueing the archive on success, all in
 one transaction that also clears their ``pending``. A crash before the commit leaves them
 pending for the next pass. Applying one twice is harmless anyway: advance() refuses a move
-the job has already made, and the archive task is deduplicated per job.
+the job has already made, and the archive task is deduplicated per job. A callback whose job
+another transaction holds (an erasure, say) is not waited for: it stays pending for a later
+pass, so the intake, which holds callback locks, never waits on a job lock.
 
 A callback whose application raises (a bug, a row that cannot be read) is not retried in a
 loop: it gets a ``callback`` task instead, which the queue retries with backoff and gives up
@@ -41,10 +43,20 @@ def _apply(
     callback_id: int,
     job_id: str,
     result: dict[str, Any],
-) -> None:
-    job = records.get_job(session, job_id, for_update=True)
+    *,
+    wait: bool = True,
+) -> bool:
+    """Apply one callback to its job; False (nothing done) when ``wait`` is off and another
+    transaction holds the job."""
+    if wait:
+        job = records.get_job(session, job_id, for_update=True)
+    elif (held := records.lock_job_unless_held(session, job_id)) is None:
+        return False
+    else:
+        job = held
     answer = results.result_from_json(result)
     results.apply(session, queue, job, answer, callback_id, timing=timing)
+    return True
 
 
 @dataclass
@@ -57,17 +69,23 @@ class PendingCallbacks:
     batch: int = 100
 
     def __call__(self) -> bool:
-        """The worker's intake: apply a batch; True when it was full (more may wait)."""
-        return self.apply() == self.batch
+        """The worker's intake: apply a batch; True when it was full and some of it was
+        applied (more may wait)."""
+        taken, settled = self._pass()
+        return taken == self.batch and settled > 0
 
     def apply(self) -> int:
-        """Apply up to ``batch`` pending callbacks; how many were taken (a full batch: call
-        again)."""
+        """Apply up to ``batch`` pending callbacks; how many were settled: applied, or handed
+        to a ``callback`` task. One whose job another transaction holds stays pending."""
+        return self._pass()[1]
+
+    def _pass(self) -> tuple[int, int]:
+        """(callbacks taken, callbacks settled) of one batch."""
         # A plain read first: nearly every pass finds nothing, and on SQLite a transaction
         # takes the write lock the webhooks wait on.
         with self.db.read() as conn:
             if conn.execute(select(Callback.id).where(Callback.pending).limit(1)).first() is None:
-                return 0
+                return 0, 0
         with self.db.transaction() as session:
             rows = session.execute(
                 select(Callback.id, Callback.job_id, Callback.result)
@@ -77,10 +95,24 @@ class PendingCallbacks:
                 # Two workers share the backlog instead of queueing on each other's rows.
                 .with_for_update(skip_locked=True)
             ).all()
+            settled: list[int] = []
             for callback_id, job_id, result in rows:
                 try:
                     with session.begin_nested():
-                        _apply(session, self.queue, self.timing, callback_id, job_id, result)
+                        # Not waiting for the job's lock: this transaction holds callback
+                        # locks, and an erasure locks a job before it deletes its callbacks.
+                        # Waiting here could deadlock with it; skipped, the callback is
+                        # applied on a later pass.
+                        if not _apply(
+                            session,
+                            self.queue,
+                            self.timing,
+                            callback_id,
+                            job_id,
+                            result,
+                            wait=False,
+                        ):
+                            continue
                 except Exception as exc:
                     if is_unavailable(exc):
                         raise
@@ -94,14 +126,15 @@ class PendingCallbacks:
                         job_id=job_id,
                         payload={"callback_id": callback_id},
                     )
-            if rows:
+                settled.append(callback_id)
+            if settled:
                 session.execute(
                     update(Callback)
-                    .where(Callback.id.in_([row.id for row in rows]))
+                    .where(Callback.id.in_(settled))
                     .values(pending=False)
                     .execution_options(synchronize_session=False)
                 )
-        return len(rows)
+        return len(rows), len(settled)
 
 
 @dataclass

@@ -35,6 +35,20 @@ def get_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
     return job
 
 
+def lock_job_unless_held(session: Session, job_id: str) -> Job | None:
+    """The job, locked FOR UPDATE; None while another transaction holds its lock.
+
+    For a transaction that already holds other locks: it never waits for this one, so it
+    cannot deadlock with a transaction that locked the job first (SKIP LOCKED on PostgreSQL;
+    SQLite's writers take turns on the whole file, so there the job is always returned).
+    """
+    stmt = select(Job).where(Job.id == job_id).with_for_update(skip_locked=True)
+    job = session.execute(stmt).scalar_one_or_none()
+    if job is None and session.execute(select(Job.id).where(Job.id == job_id)).first() is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
 def get_job_by_track_id(session: Session, track_id: str, *, for_update: bool = False) -> Job:
     # FOR UPDATE serialises concurrent callbacks for one job on PostgreSQL.
     stmt = select(Job).where(Job.track_id == track_id)

@@ -10,9 +10,11 @@ downgrading the revision hands them back to tasks.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from alembic import command
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
@@ -140,3 +142,34 @@ def test_downgrading_0011_gives_pending_callbacks_their_tasks(
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_the_intake_never_waits_for_a_job_another_transaction_holds(
+    client: FlaskClient, container: Container
+) -> None:
+    """The intake holds its callbacks' locks when it locks their jobs; an erasure locks a job
+    and then deletes the job's callbacks. Were the intake to wait for the job, the two would
+    deadlock on a late callback of a job being erased."""
+    if container.db.dialect != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite's writers take turns on the whole file")
+    held, free = submit_job(client), submit_job(client)
+    _hook(client, held["track_id"], SUCCESS)
+    _hook(client, free["track_id"], SUCCESS)
+    intake = PendingCallbacks(container.db, container.queue, container.timing)
+    with container.db.engine.connect() as other, other.begin():
+        other.execute(select(Job.id).where(Job.id == held["id"]).with_for_update())
+        settled: list[int] = []
+        thread = threading.Thread(target=lambda: settled.append(intake.apply()))
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the intake waited for a job another transaction holds"
+        assert settled == [1]
+        assert _status(container, free["id"]) == "archiving"
+        with container.db.read() as conn:
+            pending = conn.execute(select(Callback.job_id).where(Callback.pending)).scalars()
+            assert list(pending) == [held["id"]]
+        # A full batch that settles nothing does not ask to be called again at once.
+        assert PendingCallbacks(container.db, container.queue, container.timing, batch=1)() is False
+    # Once the other transaction ends, the next pass applies it.
+    assert intake.apply() == 1
+    assert _status(container, held["id"]) == "archiving"
