@@ -43,7 +43,9 @@ def cmd_copy(args: argparse.Namespace, settings_factory: Callable[[], Any]) -> i
     report = ArchiveCopier(source, target, progress=_progress()).run()
     print(
         f"copied {report.copied} ({report.bytes_copied} bytes), skipped {report.skipped} "
-        f"already there, conflicts {len(report.conflicts)}, failed {len(report.failed)}"
+        f"already there, conflicts {len(report.conflicts)}, failed {len(report.failed)}, "
+        # Gone from the source during the pass; removed here after a tombstone of the source.
+        f"vanished {report.vanished}, erased {len(report.erased)}"
     )
     if report.conflicts:
         print(

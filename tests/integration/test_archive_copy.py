@@ -171,6 +171,22 @@ def test_a_job_erased_between_two_passes_is_erased_at_the_destination_too(
     assert again.ok and again.erased == [] and again.copied == 0
 
 
+def test_the_command_counts_what_it_erased_at_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _file_store(tmp_path / "a")
+    _fill(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENVAULT_ARCHIVE_URL", f"file://{tmp_path / 'a'}")
+    assert main(["archive", "copy", "--to", f"file://{tmp_path / 'b'}"]) == 0
+    assert "vanished 0, erased 0" in capsys.readouterr().out
+    erased = _erase_at(source, "job-2")
+    assert main(["archive", "copy", "--to", f"file://{tmp_path / 'b'}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("copied 1 (") and "failed 0, vanished 0, " in out
+    assert f"erased {len(erased)}" in out and len(erased) == 3
+
+
 def test_an_erased_key_holding_other_bytes_at_the_destination_is_left_alone(
     tmp_path: Path,
 ) -> None:
