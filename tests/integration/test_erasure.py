@@ -594,3 +594,32 @@ def test_a_callback_after_the_erasure_changes_nothing(
     assert _job_keys(c, job) == []
     # Its scheduled poll was ended by the erasure: nobody asks the provider about it again.
     assert live_tasks() == 0
+
+
+def test_under_a_legal_hold_nothing_is_removed_until_it_is_lifted(
+    make: Any, fileserver: FileServer, s3_env: str, tmp_path: Path
+) -> None:
+    # No retention period: a legal hold alone, which has no date.
+    bucket = f"genvault-hold-{uuid.uuid4().hex[:12]}"
+    s3 = _s3()
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    c = make(f"sqlite:///{tmp_path / 'g.db'}", f"s3://{bucket}/vault")
+    api = create_app(container=c).test_client()
+    job = _archived(c, fileserver)
+    output = next(k for k in _job_keys(c, job) if k.endswith("/0.png"))
+    s3.put_object_legal_hold(Bucket=bucket, Key=f"vault/{output}", LegalHold={"Status": "ON"})
+    before = _job_keys(c, job)
+
+    r = api.delete(f"/v1/jobs/{job.id}", json={"reason": "erase me"}, headers=AUTH)
+    assert r.status_code == 409, r.get_json()
+    error = r.get_json()["error"]
+    assert error["code"] == "retained" and "legal hold" in error["message"]
+    assert error.get("retain_until") is None  # a hold has no date to give
+    assert "Nothing was removed" in error["message"]
+    assert _job_keys(c, job) == before
+    assert api.get(f"/v1/jobs/{job.id}", headers=AUTH).get_json()["status"] == "archived"
+
+    s3.put_object_legal_hold(Bucket=bucket, Key=f"vault/{output}", LegalHold={"Status": "OFF"})
+    r = api.delete(f"/v1/jobs/{job.id}", json={"reason": "erase me"}, headers=AUTH)
+    assert r.status_code == 200, r.get_json()
+    assert _job_keys(c, job) == []
