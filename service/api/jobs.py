@@ -71,7 +71,8 @@ _ASSET_FIELDS = (
 @dataclass(frozen=True, slots=True)
 class _ListedAsset:
     """An output row as job_out reads it. Plain columns, not ORM objects: a list of 50 jobs
-    shows 100 images, and an ORM object cost 8 us more a row to load (bench/list_rows.py)."""
+    shows 100 images, and each cost about 8 us more to load as an ORM object (in process, on
+    bench/list_rows.py's jobs)."""
 
     role: str
     index: int
