@@ -63,11 +63,14 @@ class TcpProxy:
         self._flowing.clear()
 
     def heal(self) -> None:
+        # Under the lock that _accept holds while it decides: a connection accepted while
+        # hung is either among those reset here or forwarded, never left waiting (a client
+        # left so waited out botocore's 60 s read timeout, failing an outage test by 1 s).
         with self._lock:
             hung, self._hung = self._hung, []
+            self._flowing.set()
         for sock in hung:
             _reset(sock)
-        self._flowing.set()
         if self._listener is None:
             self._listen()
 
@@ -106,9 +109,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # the listener was closed: refuse() or the end
-            if not self._flowing.is_set():
-                with self._lock:
+            with self._lock:
+                hung = not self._flowing.is_set()
+                if hung:
                     self._hung.append(client)
+            if hung:
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
