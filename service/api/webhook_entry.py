@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from service import metrics
 from service.api.errors import DATABASE_RETRY_AFTER, UNAVAILABLE_JSON
-from service.api.webhooks import ACKS
+from service.api.webhooks import acknowledge
 from service.db.availability import is_unavailable
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _PATH = re.compile(r"/webhooks/([A-Za-z0-9_.-]{1,64})/([A-Za-z0-9_.-]{1,256})")
 _QUERY = re.compile(r"token=([A-Za-z0-9_-]{1,128})")
 _JSON = ("Content-Type", "application/json")
-_ACKS = {outcome: ack.encode() for outcome, ack in ACKS.items()}
 
 
 class WebhookEntry:
@@ -88,10 +87,9 @@ class WebhookEntry:
                 UNAVAILABLE_JSON,
                 ("Retry-After", str(DATABASE_RETRY_AFTER)),
             )
-        metrics.WEBHOOKS.labels(provider, outcome.value).inc()
-        metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
-        c.wake_workers()
-        return _answer(start_response, "200 OK", _ACKS[outcome])
+        return _answer(
+            start_response, "200 OK", acknowledge(c, provider, outcome, started).encode()
+        )
 
 
 def _answer(

@@ -7,6 +7,7 @@ runs what this view runs; this view answers the rest, refusals included.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
@@ -21,10 +22,12 @@ from service.errors import RequestError
 from service.jobs.callbacks import CallbackTooLarge
 from service.jobs.ingest import Outcome
 
+if TYPE_CHECKING:
+    from service.wiring import Container
+
 bp = Blueprint("webhooks", __name__)
 # The two possible answers, serialised once by their model: the provider waits on each one.
-# The webhook entry (webhook_entry.py) answers with these too.
-ACKS = {outcome: WebhookAck(status=outcome.value).model_dump_json() for outcome in Outcome}
+_ACKS = {outcome: WebhookAck(status=outcome.value).model_dump_json() for outcome in Outcome}
 bp.before_request(refuse_control_characters)
 
 
@@ -63,7 +66,13 @@ def receive(provider: str, track_id: str) -> tuple[Response, int]:
             code = "unavailable" if is_unavailable(exc) else "internal_error"
             metrics.WEBHOOKS.labels(provider if provider in c.providers else "unknown", code).inc()
         raise
+    return respond_serialised(acknowledge(c, provider, outcome, started))
+
+
+def acknowledge(c: Container, provider: str, outcome: Outcome, started: float) -> str:
+    """What both ways in do with a recorded callback (this view and webhook_entry.py): count
+    and time it, wake the workers; the answer's body."""
     metrics.WEBHOOKS.labels(provider, outcome.value).inc()
     metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
     c.wake_workers()
-    return respond_serialised(ACKS[outcome])
+    return _ACKS[outcome]

@@ -117,7 +117,7 @@ def _search(session: Session, dialect: str, q: str, where: list[Any], want: int)
     # stops at the page: a word in every job reads ``want`` rows).
     ids = _newest_matching(session, q, where, SEARCH_FIRST, want)
     if len(ids) == want:
-        return Job.id.in_(ids)
+        return among(Job.id, ids, dialect)
     # 1. A rare word: up to SEARCH_PROBE matches off the GIN index, in any order
     # (MATERIALIZED keeps the planner from turning it into an ordered scan that reads every
     # job); fewer is every match, and the page is their newest. Not first: the index reads a
@@ -125,15 +125,15 @@ def _search(session: Session, dialect: str, q: str, where: list[Any], want: int)
     # word, where step 0 reads a page.
     ids = _index_matches(session, q, where, SEARCH_PROBE)
     if len(ids) < SEARCH_PROBE:
-        return Job.id.in_(sorted(ids, reverse=True)[:want])
+        return among(Job.id, sorted(ids, reverse=True)[:want], dialect)
     # 2. The newest SEARCH_SCAN jobs, in order, each matched against the words.
     ids = _newest_matching(session, q, where, SEARCH_SCAN, want)
     if len(ids) == want:
-        return Job.id.in_(ids)
+        return among(Job.id, ids, dialect)
     # 3. Not a page among them: up to SEARCH_MATCHES matches off the index, then sorted here.
     ids = _index_matches(session, q, where, SEARCH_MATCHES)
     if len(ids) < SEARCH_MATCHES:  # every match: the page is its newest
-        return Job.id.in_(sorted(ids, reverse=True)[:want])
+        return among(Job.id, sorted(ids, reverse=True)[:want], dialect)
     # 4. A common word, just not among the newest jobs: in order, filtered, to the page.
     return search.matches(dialect, q)
 

@@ -395,22 +395,23 @@ def assert_same(old: tuple[str, Any], new: tuple[str, Any]) -> None:
     assert same(old[1], new[1]), (old[1], new[1])
 
 
-def check_modelslab(body: Any, secrets: Iterable[str]) -> None:
+def _check_parser(
+    reference: Callable[..., Any], current: Callable[..., Any], body: Any, secrets: Iterable[str]
+) -> None:
     secrets = list(secrets)
-    old = outcome(parse_modelslab, body, secrets=secrets)
-    new = outcome(new_parsing.parse_modelslab, body, secrets=secrets)
+    old = outcome(reference, body, secrets=secrets)
+    new = outcome(current, body, secrets=secrets)
     assert_same(old, new)
     if old[0] == "value":
         check_callback_values(old[1], new[1])
+
+
+def check_modelslab(body: Any, secrets: Iterable[str]) -> None:
+    _check_parser(parse_modelslab, new_parsing.parse_modelslab, body, secrets)
 
 
 def check_aimlapi(body: Any, secrets: Iterable[str]) -> None:
-    secrets = list(secrets)
-    old = outcome(parse_aimlapi, body, secrets=secrets)
-    new = outcome(new_parsing.parse_aimlapi, body, secrets=secrets)
-    assert_same(old, new)
-    if old[0] == "value":
-        check_callback_values(old[1], new[1])
+    _check_parser(parse_aimlapi, new_parsing.parse_aimlapi, body, secrets)
 
 
 def check_callback_values(old_result: ProviderResult, new_result: ProviderResult) -> None:
