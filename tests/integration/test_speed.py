@@ -309,9 +309,11 @@ def test_several_worker_processes_never_run_a_task_twice(
 ) -> None:
     queue = TaskQueue(db, lease_seconds=60, default_max_attempts=3)
     outs = [tmp_path / f"w{i}.out" for i in range(3)]
-    # Tasks of 2 ms: short enough for each worker to prefetch a batch beyond its runners,
-    # long enough that the first worker up cannot finish them all alone.
-    procs = [_spawn(database_url, out, "poll", os.environ.copy(), 0.002) for out in outs]
+    # Tasks of 10 ms: short enough for each worker to prefetch a batch beyond its runners,
+    # long enough that the first worker up cannot finish them all alone (its four runners
+    # need 750 ms, fifteen of the others' 50 ms polls; with 2 ms tasks a loaded CI machine
+    # once let one worker drain all 300 before the others claimed).
+    procs = [_spawn(database_url, out, "poll", os.environ.copy(), 0.01) for out in outs]
     try:
         ready = lambda: all("ready" in _lines(out) for out in outs)  # noqa: E731
         assert _wait_for(ready, 20), "the workers never started"
