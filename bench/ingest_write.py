@@ -17,6 +17,7 @@ this says what the write is made of.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -75,7 +76,9 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
         engine.dispose()
         engine = make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
     track_ids = iter(insert_jobs(url, callbacks * (len(BATCHES) + 1) + 64))
-    ingest = WebhookIngest(engine, max_attempts=5)
+    ingest = WebhookIngest(engine)
+    body = {"status": "success", "output": ["https://cdn.example/a.png"]}
+    result = {"status": "success", "outputs": ["https://cdn.example/a.png"]}
 
     def batch(size: int) -> list[_Callback]:
         return [
@@ -83,8 +86,8 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
                 "modelslab",
                 next(track_ids),
                 "success",
-                {"status": "success", "output": ["https://cdn.example/a.png"]},
-                {"status": "success", "outputs": ["https://cdn.example/a.png"]},
+                json.dumps(body),
+                json.dumps(result),
                 uuid.uuid4().hex,
             )
             for _ in range(size)
@@ -108,9 +111,48 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
             f"  batch of {size:2}:  this process {client / size:5.0f} us{server_text}"
             f"  wall {wall / size:6.0f} us"
         )
+    # The whole of WebhookIngest.record for a lone caller: JSON texts, the group commit's
+    # hand-over and (SQLite) the writers' turn around the same write.
+    values = {"status": "success", "body": body, "result": result}
+    client, server, wall = per_call(
+        lambda: ingest.record(
+            "modelslab", next(track_ids), {**values, "body_sha256": uuid.uuid4().hex}
+        ),
+        callbacks,
+        pid,
+    )
+    server_text = f"  server {server:5.0f} us" if pid is not None else ""
+    print(f"  record(), alone:  this process {client:5.0f} us{server_text}  wall {wall:6.0f} us")
+    naive_row(url, callbacks)
     if postgres:
         fixed_costs(engine, pid)
+    ingest.close()
     engine.dispose()
+
+
+def naive_row(url: str, callbacks: int) -> None:
+    """bench/naive_durable.py's write: one INSERT of the raw body and its commit."""
+    import naive_durable
+
+    naive_durable.create_table(url)
+    naive_durable.URL, naive_durable.SQLITE = url, url.startswith("sqlite:///")
+    conn = naive_durable._connect()
+    pid = None if naive_durable.SQLITE else local_server(conn.info.backend_pid)
+    mark = "?" if naive_durable.SQLITE else "%s"
+    text = json.dumps({"status": "success", "output": ["https://cdn.example/a.png"]})
+
+    def write() -> None:
+        conn.execute(
+            "INSERT INTO naive_callbacks (provider, track_id, body)"
+            f" VALUES ({mark}, {mark}, {mark})",
+            ("modelslab", uuid.uuid4().hex, text),
+        )
+        conn.commit()
+
+    client, server, wall = per_call(write, callbacks, pid)
+    server_text = f"  server {server:5.0f} us" if pid is not None else ""
+    print(f"  naive receiver:   this process {client:5.0f} us{server_text}  wall {wall:6.0f} us")
+    conn.close()
 
 
 def fixed_costs(engine: Engine, pid: int | None) -> None:
