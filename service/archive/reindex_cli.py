@@ -1,4 +1,5 @@
-"""`genvault reindex [--project SLUG]`: the command around service/archive/reindex.py."""
+"""`genvault reindex [--project SLUG] [--parallel N]`: the command around
+service/archive/reindex.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from service.errors import ConfigError
+
+# A bound against a slip of the keyboard: each job at once is a thread (and on S3 a connection).
+MAX_PARALLEL = 64
 
 if TYPE_CHECKING:
     from service.archive.reindex import Report
@@ -67,9 +71,12 @@ def run_reindex_cli(args: argparse.Namespace, settings: Settings, store: Archive
             "reindex trusts only what the signing key verifies: set GENVAULT_SIGNING_KEY or "
             "GENVAULT_SECRET_KEY, or pass --public-key BASE64 (from `genvault signing-key`)"
         )
+    if args.parallel is not None and not 1 <= args.parallel <= MAX_PARALLEL:
+        raise ConfigError(f"--parallel wants 1 to {MAX_PARALLEL} jobs at once, got {args.parallel}")
+    at_once = {} if args.parallel is None else {"parallel": args.parallel}
     db = Database(make_engine(settings.database_url))
     try:
-        report = reindex(db, store, verifier, project=args.project, progress=_progress())
+        report = reindex(db, store, verifier, project=args.project, progress=_progress(), **at_once)
     finally:
         db.dispose()
     for problem in report.problems:
@@ -90,6 +97,12 @@ def add_parsers(sub: Any, handler: Callable[[argparse.Namespace], int]) -> None:
         "database); verifies every object first, resumable",
     )
     r.add_argument("--project", metavar="SLUG", help="only this project's jobs")
+    r.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="jobs checked at once (default 8): each waits on the store's round trips",
+    )
     r.add_argument(
         "--public-key",
         metavar="BASE64",

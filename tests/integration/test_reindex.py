@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -373,6 +375,80 @@ def test_an_interrupted_reindex_goes_on_where_it_stopped(
         fresh.dispose()
     finally:
         c.close()
+
+
+@pytest.mark.damages_archive
+def test_jobs_are_checked_side_by_side_and_reported_in_job_order(
+    tmp_path: Path, sandbox: str, fileserver: FileServer
+) -> None:
+    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
+    try:
+        jobs = [_archive(c, fileserver) for _ in range(3)]
+        flipped = []
+        for job in jobs[:2]:  # the first two altered, the third left alone
+            root = layout.parse(job.manifest_key).object_root  # type: ignore[union-attr]
+            image = f"{root}/v1/content/0.png"
+            data = bytearray(_read(c.store, image))
+            data[len(data) // 2] ^= 0x01
+            _rewrite(c, image, bytes(data))
+            flipped.append(root)
+        fresh = Database(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
+        upgrade(fresh.engine)
+        # Each job's first read waits until all three are being read: checked one at a time,
+        # the barrier breaks. The first job then dawdles, so it is the last to finish.
+        store = AllAtOnce(c.store, [job.id for job in jobs], slow=jobs[0].id)
+        report = reindex(fresh, store, c.archiver.signer.verifier, parallel=3)
+        assert (report.total, report.imported) == (3, 1)
+        assert [p.job_id for p in report.problems] == [jobs[0].id, jobs[1].id]
+        assert [p.key for p in report.problems] == flipped
+        with fresh.transaction() as s:
+            assert list(s.scalars(select(Job.id))) == [jobs[2].id]
+        fresh.dispose()
+    finally:
+        c.close()
+
+
+def test_reindex_refuses_a_parallel_of_zero_before_reading_anything(
+    tmp_path: Path, sandbox: str, fileserver: FileServer
+) -> None:
+    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
+    try:
+        _archive(c, fileserver)
+        _lose_the_database(c)
+        run = _cli(c, "reindex", "--parallel", "0")
+        assert run.returncode != 0
+        assert "--parallel wants 1 to 64 jobs at once, got 0" in run.stderr
+        assert "imported" not in run.stderr
+    finally:
+        c.close()
+
+
+class AllAtOnce:
+    """The real store, holding each job's first read until every job of ``job_ids`` has
+    begun (a barrier); the reads of ``slow`` then take a moment longer."""
+
+    def __init__(self, store: Any, job_ids: list[str], slow: str) -> None:
+        self._store = store
+        self._ids = job_ids
+        self._waited: set[str] = set()
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(len(job_ids), timeout=10)
+        self._slow = slow
+
+    def open(self, key: str) -> Any:
+        job_id = next((j for j in self._ids if j in key), None)
+        if job_id is not None:
+            with self._lock:
+                first = job_id not in self._waited
+                self._waited.add(job_id)
+            if first:
+                self._barrier.wait()  # BrokenBarrierError if the jobs are read one by one
+            if job_id == self._slow:
+                time.sleep(0.05)
+        return self._store.open(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class RefusingReads:
