@@ -93,6 +93,7 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python bench/archive_throughput.py
 	$(BIN)/python bench/archive_throughput.py --rtt-ms 20
 	$(BIN)/python bench/archive_memory.py
+	$(BIN)/python bench/reindex_throughput.py --parallel 1,8
 	$(BIN)/python bench/ui_gallery.py
 # At 100,000 jobs (about a minute): the full million (plain `bench/scale.py`) takes
 # 2.5 to 5 minutes on the 2-core machine, which the 5-minute budget (already used) cannot hold.
