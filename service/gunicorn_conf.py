@@ -8,6 +8,8 @@ import os
 import tempfile
 from typing import Any
 
+from service.http_log import ACCESS_LOG_FORMAT, AccessLogger
+
 bind = os.environ.get("GENVAULT_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(4, multiprocessing.cpu_count() * 2 + 1)))
 threads = int(os.environ.get("GENVAULT_WEB_THREADS", "4"))
@@ -23,7 +25,8 @@ max_requests = 200_000
 max_requests_jitter = 20_000
 accesslog = "-"
 # %(U)s is the path without the query string: webhook URLs carry their token there.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+access_log_format = ACCESS_LOG_FORMAT
+logger_class = AccessLogger
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # prometheus_client needs one shared directory to add up the workers' metrics.

@@ -29,6 +29,7 @@ loader.cfg = Config()
 loader.load_config_from_file("deploy/gunicorn.conf.py")
 hook = loader.cfg.post_worker_init
 print(hook.__module__, hook.__name__)
+print(loader.cfg.logger_class.__module__, loader.cfg.logger_class.__name__)
 import service.app  # what a worker has loaded by then, roughly
 import weakref
 
@@ -52,6 +53,8 @@ def test_workers_freeze_the_loaded_app_out_of_the_collectors_scans() -> None:
         [sys.executable, "-c", _PROBE], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[0] == "service.gunicorn_conf post_worker_init"
+    # The access line from the fields it shows (service/http_log.py).
+    assert out[1] == "service.http_log AccessLogger"
     # Nothing frozen before; the app's objects after; the garbage cycle collected before
     # the freeze, not frozen with the rest.
-    assert out[1] == "0 True True"
+    assert out[2] == "0 True True"

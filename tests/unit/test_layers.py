@@ -25,7 +25,7 @@ RANKS = {
     **dict.fromkeys(("api", "ui", "client", "sandbox"), 4),
     **dict.fromkeys(("jobs", "archive", "events", "access"), 3),
     **dict.fromkeys(("tasks", "providers", "fetch", "storage"), 2),
-    **dict.fromkeys(("db", "security", "logs"), 1),
+    **dict.fromkeys(("db", "security", "logs", "http_log"), 1),
     **dict.fromkeys(("errors", "config", "metrics", "strict_json", "__init__", "__version__"), 0),
 }
 ROOT = Path(service.__file__).parent
