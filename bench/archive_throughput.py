@@ -35,6 +35,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -118,9 +119,9 @@ class Figures:
     objects_per_image: float
 
 
-def measure(
-    args: argparse.Namespace, s3_server: Server, s3_url: str, urls: list[str], tmp: Path
-) -> Figures:
+def s3_container(s3_url: str, tmp: Path) -> tuple[Any, Any, str]:
+    """genvault's container archiving to a new bucket of the S3 at ``s3_url``, its database
+    a SQLite file in ``tmp``, images fetched from loopback: (container, S3 client, bucket)."""
     import boto3
 
     from service.db.migrate import upgrade
@@ -137,7 +138,6 @@ def measure(
     s3 = boto3.client("s3")
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    groups = [urls[j * args.images : (j + 1) * args.images] for j in range(args.jobs)]
     settings = make_settings(
         f"sqlite:///{tmp}/bench.db",
         tmp,
@@ -148,6 +148,14 @@ def measure(
     )
     container = build(settings)
     upgrade(container.db.engine)
+    return container, s3, bucket
+
+
+def measure(
+    args: argparse.Namespace, s3_server: Server, s3_url: str, urls: list[str], tmp: Path
+) -> Figures:
+    container, s3, bucket = s3_container(s3_url, tmp)
+    groups = [urls[j * args.images : (j + 1) * args.images] for j in range(args.jobs)]
     try:
 
         def objects_stored() -> int:

@@ -16,18 +16,16 @@ zone or region); --rtt-ms 0 measures loopback, where only the CPU counts.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from archive_throughput import make_jobs, png  # noqa: E402
+from archive_throughput import make_jobs, png, s3_container  # noqa: E402
 from bench_support import delayed, file_server, moto_server  # noqa: E402
 
 
@@ -61,34 +59,11 @@ def main() -> int:
 def measure(
     args: argparse.Namespace, s3_url: str, urls: list[str], tmp: Path, widths: list[int]
 ) -> list[float]:
-    import boto3
-
     from service.archive.reindex import reindex
     from service.db.migrate import upgrade
     from service.db.session import Database, make_engine
-    from service.wiring import build
-    from tests.support.app import make_settings
 
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL_S3": s3_url,
-        }
-    )
-    bucket = f"bench-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    settings = make_settings(
-        f"sqlite:///{tmp}/bench.db",
-        tmp,
-        archive_url=f"s3://{bucket}/archive",
-        download_allowed_hosts=("127.0.0.1",),
-        download_allowed_networks=("127.0.0.1/32",),
-        log_level="WARNING",
-    )
-    container = build(settings)
-    upgrade(container.db.engine)
+    container, _s3, _bucket = s3_container(s3_url, tmp)
     rates = []
     try:
         groups = [urls[j * args.images : (j + 1) * args.images] for j in range(args.jobs)]
