@@ -24,7 +24,7 @@ keepalive = 5
 max_requests = 200_000
 max_requests_jitter = 20_000
 accesslog = "-"
-# %(U)s is the path without the query string: webhook URLs carry their token there.
+# Without the query string (webhook URLs carry their token there); see service/http_log.py.
 access_log_format = ACCESS_LOG_FORMAT
 logger_class = AccessLogger
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

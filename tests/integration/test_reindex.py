@@ -175,6 +175,24 @@ def _lose_the_database(c: Container) -> None:
     assert migrated.returncode == 0, migrated.stderr
 
 
+def _flip_a_byte(c: Container, job: Any) -> tuple[str, str]:
+    """One byte flipped in the job's first output (inventory and manifest left as they were);
+    its object root and the image's key."""
+    root = layout.parse(job.manifest_key).object_root  # type: ignore[union-attr]
+    image = f"{root}/v1/content/0.png"
+    data = bytearray(_read(c.store, image))
+    data[len(data) // 2] ^= 0x01
+    _rewrite(c, image, bytes(data))
+    return str(root), image
+
+
+def _fresh_database(tmp_path: Path) -> Database:
+    """An empty, migrated database beside the test's own, to reindex into."""
+    fresh = Database(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
+    upgrade(fresh.engine)
+    return fresh
+
+
 def _summary(run: subprocess.CompletedProcess[str]) -> str:
     return run.stderr.strip().splitlines()[-1]
 
@@ -280,11 +298,7 @@ def test_what_cannot_be_trusted_is_reported_and_the_rest_imported_once(
         _archive(c, fileserver),
     )
     # One flipped byte in an image of ``bad`` (its inventory and manifest left as they were).
-    root = layout.parse(bad.manifest_key).object_root  # type: ignore[union-attr]
-    image = f"{root}/v1/content/0.png"
-    flipped = bytearray(_read(c.store, image))
-    flipped[len(flipped) // 2] ^= 0x01
-    _rewrite(c, image, bytes(flipped))
+    root, image = _flip_a_byte(c, bad)
     # ``half``: an erasure that wrote its signed tombstone and stopped before removing
     # anything. ``forged``: erased, its tombstone's signature then replaced by another's.
     signer = c.archiver.signer
@@ -361,8 +375,7 @@ def test_an_interrupted_reindex_goes_on_where_it_stopped(
     c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
     try:
         first, second = _archive(c, fileserver), _archive(c, fileserver)
-        fresh = Database(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
-        upgrade(fresh.engine)
+        fresh = _fresh_database(tmp_path)
         verifier = c.archiver.signer.verifier
         # The store goes away while the second job is read: the first one's batch stands.
         refusing = RefusingReads(c.store, lambda key: second.id in key)
@@ -384,16 +397,9 @@ def test_jobs_are_checked_side_by_side_and_reported_in_job_order(
     c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
     try:
         jobs = [_archive(c, fileserver) for _ in range(3)]
-        flipped = []
-        for job in jobs[:2]:  # the first two altered, the third left alone
-            root = layout.parse(job.manifest_key).object_root  # type: ignore[union-attr]
-            image = f"{root}/v1/content/0.png"
-            data = bytearray(_read(c.store, image))
-            data[len(data) // 2] ^= 0x01
-            _rewrite(c, image, bytes(data))
-            flipped.append(root)
-        fresh = Database(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
-        upgrade(fresh.engine)
+        # The first two altered, the third left alone.
+        flipped = [_flip_a_byte(c, job)[0] for job in jobs[:2]]
+        fresh = _fresh_database(tmp_path)
         # Each job's first read waits until all three are being read: checked one at a time,
         # the barrier breaks. The first job then dawdles, so it is the last to finish.
         store = AllAtOnce(c.store, [job.id for job in jobs], slow=jobs[0].id)
