@@ -11,9 +11,9 @@ lone write's cost was its commit.
 
 On PostgreSQL a batch is a single statement in autocommit mode, one round trip: the
 requests come as one JSON array, and a data-modifying CTE inserts the callbacks (ON
-CONFLICT DO NOTHING makes a retried body a no-op). On SQLite it is one INSERT ... SELECT per
-callback, all in one transaction (no round trip: the database is in process), written by
-a leader that holds the writers' turn across processes (WriterTurns). Either way
+CONFLICT DO NOTHING makes a retried body a no-op). On SQLite it is one INSERT ... SELECT over
+the batch's rows, in autocommit mode too, written by a leader that holds the writers' turn
+across processes (WriterTurns). Either way
 ``on_queued`` wakes the workers after the commit (tasks/wakeup.py).
 
 Why plain SQL on the DBAPI connection rather than SQLAlchemy: this is the one statement
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import fcntl
+import functools
 import json
 import os
 import re
@@ -101,17 +102,28 @@ LEFT JOIN stored ON stored.job_id = job.id AND stored.body_sha256 = job.body_sha
 ORDER BY input.n
 """
 
-# One statement per callback: the job looked up (a track_id only answers to the provider
-# its job was sent to: the endpoints are the provider's, literals made below), the row
-# stored, pending, unless the same body was. No row back: an unknown track_id or a
-# duplicate, which _SQLITE_WHICH tells apart (neither is the common case).
+# One statement for a whole batch, in autocommit: the statement is its own transaction (see
+# _write_sqlite for why). input.column1..5 are VALUES' own names for its columns: track_id,
+# status, body, result, body_sha256. The job is looked up (a track_id only answers to the
+# provider its job was sent to: the endpoints are the provider's, literals made below), and
+# the row stored, pending, unless the same body was. WHERE true is SQLite's: an upsert's
+# SELECT must have a WHERE clause, or ON CONFLICT would read as part of the join. The rows
+# come back in no promised order: each is matched to its request by body digest (and, for a
+# digest several requests share, by its job's track_id). A request with no row back is an
+# unknown track_id or a duplicate, which _SQLITE_WHICH tells apart (neither is the common
+# case).
 _SQLITE_STORE = """
 INSERT INTO callbacks (job_id, source, status, body, result, body_sha256, received_at, pending)
-SELECT id, 'webhook', ?, ?, ?, ?, ?, 1
-FROM jobs WHERE track_id = ? AND endpoint IN ({endpoints})
+SELECT jobs.id, 'webhook', input.column2, input.column3, input.column4, input.column5, ?, 1
+FROM (VALUES {rows}) AS input
+JOIN jobs ON jobs.track_id = input.column1 AND jobs.endpoint IN ({endpoints})
+WHERE true
 ON CONFLICT (job_id, source, body_sha256) DO NOTHING
+RETURNING id, job_id, body_sha256
 """
 _SQLITE_WHICH = "SELECT endpoint FROM jobs WHERE track_id = ?"
+# Not a subquery in RETURNING: SQLite scans the whole table for one there (3.40's plan).
+_SQLITE_TRACK_ID = "SELECT track_id FROM jobs WHERE id = ?"
 
 
 # Which provider each endpoint belongs to: PostgreSQL's statement looks it up in the JSON.
@@ -119,12 +131,19 @@ _PROVIDER_OF = {name: spec.provider for name, spec in ENDPOINTS.items()}
 _PROVIDERS_JSON = json.dumps(_PROVIDER_OF)
 # Endpoint names are ours (providers/endpoints.py), written as SQL literals: plain ones only.
 assert all(re.fullmatch(r"[a-z0-9/_.-]+", name) for name in _PROVIDER_OF), "an endpoint name"
-_SQLITE_STORE_BY_PROVIDER: dict[str, str] = {
-    provider: _SQLITE_STORE.format(
-        endpoints=", ".join(f"'{name}'" for name, of in _PROVIDER_OF.items() if of == provider)
-    )
+_ENDPOINTS_OF: dict[str, str] = {
+    provider: ", ".join(f"'{name}'" for name, of in _PROVIDER_OF.items() if of == provider)
     for provider in set(_PROVIDER_OF.values())
 }
+
+
+@functools.cache
+def _sqlite_store(provider: str, count: int) -> str | None:
+    """_SQLITE_STORE for ``count`` callbacks to ``provider``; None for a provider we lack."""
+    endpoints = _ENDPOINTS_OF.get(provider)
+    if endpoints is None:
+        return None
+    return _SQLITE_STORE.format(rows=", ".join(["(?, ?, ?, ?, ?)"] * count), endpoints=endpoints)
 
 
 class WriterTurns:
@@ -313,27 +332,48 @@ def _write_postgres(cur: Any, batch: Sequence[_Callback]) -> list[_Written]:
 
 
 def _write_sqlite(dbapi: Any, cur: Any, batch: Sequence[_Callback]) -> list[_Written]:
+    # The caller holds the writers' turn (WriterTurns, entered by GroupCommit's leader), and
+    # the batch is one statement in autocommit mode: a write statement takes SQLite's write
+    # lock as it starts (as BEGIN IMMEDIATE would) and commits as it ends, within one call
+    # into SQLite. Every call gives up the GIL, and a leader that gives it up while holding
+    # the turn waits for it back while every other process's writers wait on the turn: with
+    # BEGIN IMMEDIATE, an INSERT per callback and COMMIT, the turn was held 0.63 ms on
+    # average for about 70 us of work (bench/ingest.py's load, counted in a patched copy).
     # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
     now = utcnow().replace(tzinfo=None).isoformat(" ", "microseconds")
+    stored: dict[tuple[str, str, str], int] = {}
+    for provider in dict.fromkeys(c.provider for c in batch):
+        mine = [c for c in batch if c.provider == provider]
+        statement = _sqlite_store(provider, len(mine))
+        if statement is None:
+            continue
+        params: list[str] = [now]
+        for c in mine:
+            params += (c.track_id, c.status, c.body, c.result, c.body_sha256)
+        try:
+            rows = cur.execute(statement, params).fetchall()
+        except BaseException:
+            # An error rolls the statement back; an interrupted one may leave it open.
+            if dbapi.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        sent: dict[str, list[str]] = {}
+        for c in mine:
+            sent.setdefault(c.body_sha256, []).append(c.track_id)
+        for callback_id, job_id, digest in rows:
+            tracks = sent[digest]
+            if len(tracks) > 1:  # the same body for several jobs: ask which job this is
+                [(track_id,)] = cur.execute(_SQLITE_TRACK_ID, (job_id,)).fetchall()
+                tracks = [track_id]
+            stored[(provider, tracks[0], digest)] = int(callback_id)
     out: list[_Written] = []
-    # The caller holds the writers' turn (WriterTurns, entered by GroupCommit's leader).
-    # db/session.py sets isolation_level=None: transactions are ours to begin. IMMEDIATE,
-    # as everywhere else, takes the write lock up front.
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        for c in batch:
-            statement = _SQLITE_STORE_BY_PROVIDER.get(c.provider)
-            row = (c.status, c.body, c.result, c.body_sha256, now, c.track_id)
-            # rowcount and lastrowid rather than RETURNING: no result row to fetch.
-            if statement is not None and cur.execute(statement, row).rowcount == 1:
-                out.append((True, int(cur.lastrowid)))
-                continue
-            which = cur.execute(_SQLITE_WHICH, (c.track_id,)).fetchone()
-            known = which is not None and _PROVIDER_OF.get(which[0]) == c.provider
-            out.append((known, None))  # known: the same body, stored before
-        cur.execute("COMMIT")
-    except BaseException:
-        if dbapi.in_transaction:
-            cur.execute("ROLLBACK")
-        raise
+    for c in batch:
+        callback_id = stored.get(c.key)
+        if callback_id is not None:
+            out.append((True, callback_id))
+            continue
+        # Read to the end: in autocommit mode a statement left unfinished would keep its
+        # read transaction open until the next batch, holding back the WAL's checkpoints.
+        which = cur.execute(_SQLITE_WHICH, (c.track_id,)).fetchall()
+        out.append((bool(which) and _PROVIDER_OF.get(which[0][0]) == c.provider, None))
     return out

@@ -168,6 +168,55 @@ def test_one_batch_answers_each_callback_for_itself(
     assert set(new_ids) <= pending, "every new row waits for the worker"
 
 
+def test_one_body_for_several_jobs_in_one_batch_is_stored_for_each(
+    client: FlaskClient, container: Container
+) -> None:
+    """SQLite's batch statement gives its rows back in no promised order, matched to their
+    requests by body digest: a digest two requests share must still reach the right job."""
+    from service.jobs.ingest import _Callback
+
+    a, b, c = _job(client), _job(client), _job(client)
+    same = "6" * 64
+    written = container.receiver.ingest._write(
+        [
+            _Callback("modelslab", t, "success", '{"same": true}', '{"status": "success"}', same)
+            for t in (a["track_id"], b["track_id"], c["track_id"])
+        ]
+    )
+    assert [known for known, _ in written] == [True, True, True]
+    ids = [callback_id for _, callback_id in written]
+    assert None not in ids and len(set(ids)) == 3, ids
+    with container.db.transaction() as s:
+        job_of = dict(s.execute(select(Callback.id, Callback.job_id)).all())
+    assert [job_of[i] for i in ids] == [a["id"], b["id"], c["id"]]
+
+
+def test_after_a_batch_sqlite_can_checkpoint_its_whole_log(
+    client: FlaskClient, container: Container
+) -> None:
+    """The batch runs in autocommit mode, so a statement left unfinished would hold its read
+    transaction open until the next batch: the WAL could not be checkpointed past it."""
+    if container.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write-ahead log: PostgreSQL has none of ours to check")
+    import sqlite3
+
+    from service.jobs.ingest import _Callback
+
+    job = _job(client)
+    container.receiver.ingest._write(
+        [
+            _Callback("modelslab", job["track_id"], "success", "{}", "{}", "7" * 64),
+            _Callback("modelslab", "f" * 32, "success", "{}", "{}", "8" * 64),  # unknown
+        ]
+    )
+    other = sqlite3.connect(container.db.engine.url.database or "", isolation_level=None)
+    try:
+        busy, _log, _done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0, "a reader still holds the log"
+
+
 def test_a_body_with_an_escaped_nul_is_stored_as_sent(
     client: FlaskClient, container: Container
 ) -> None:
