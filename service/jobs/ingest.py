@@ -338,10 +338,13 @@ def _write_sqlite(dbapi: Any, cur: Any, batch: Sequence[_Callback]) -> list[_Wri
     # into SQLite. Every call gives up the GIL, and a leader that gives it up while holding
     # the turn waits for it back while every other process's writers wait on the turn: with
     # BEGIN IMMEDIATE, an INSERT per callback and COMMIT, the turn was held 0.63 ms on
-    # average for about 70 us of work (bench/ingest.py's load, counted in a patched copy).
+    # average for about 70 us of work (bench/ingest_ab.py's load, in a patched copy).
     # As UTCDateTime stores it on SQLite: naive UTC, SQLAlchemy's text format.
     now = utcnow().replace(tzinfo=None).isoformat(" ", "microseconds")
     stored: dict[tuple[str, str, str], int] = {}
+    # A statement per provider (only ModelsLab sends webhooks, so one in practice). Should a
+    # later one fail, the callers of the batch are all answered with its error, and those
+    # already stored are duplicates when the provider retries: nothing answered 200 is lost.
     for provider in dict.fromkeys(c.provider for c in batch):
         mine = [c for c in batch if c.provider == provider]
         statement = _sqlite_store(provider, len(mine))
