@@ -145,7 +145,9 @@ def test_late_and_duplicate_webhooks_change_nothing(stack_factory: Callable[...,
 def test_a_job_that_never_finishes_fails_with_a_timeout(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory(GENVAULT_JOB_MAX_AGE_SECONDS="3")
+    # Old enough to fail soon, young enough to be seen processing first: with 3 s, a loaded
+    # machine (CI, four test workers) had the job fail before its submit was answered.
+    stack = stack_factory(GENVAULT_JOB_MAX_AGE_SECONDS="8")
     job = stack.submit(
         TEXT2IMG,
         {"model_id": "flux", "prompt": "e2e [sandbox:processing,eta=3600,webhook-never]"},
@@ -153,7 +155,7 @@ def test_a_job_that_never_finishes_fails_with_a_timeout(
     processing = stack.wait_status(job["id"], "processing", "failed")
     assert processing["status"] == "processing"
     done = failed_with(stack, job, "timeout")
-    assert "3 s" in done["error"]["message"]
+    assert "8 s" in done["error"]["message"]
     assert job_keys(stack, done["id"]) == []
     assert_logs_clean(stack)
 
