@@ -16,7 +16,8 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,16 @@ def _flip_a_byte(c: Container, job: Any) -> tuple[str, str]:
     data[len(data) // 2] ^= 0x01
     _rewrite(c, image, bytes(data))
     return str(root), image
+
+
+@contextmanager
+def _on_a_folder(tmp_path: Path, sandbox: str) -> Iterator[Container]:
+    """A container archiving to a folder of the test's own, closed afterwards."""
+    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 def _fresh_database(tmp_path: Path) -> Database:
@@ -372,8 +383,7 @@ def test_what_cannot_be_trusted_is_reported_and_the_rest_imported_once(
 def test_an_interrupted_reindex_goes_on_where_it_stopped(
     tmp_path: Path, sandbox: str, fileserver: FileServer
 ) -> None:
-    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
-    try:
+    with _on_a_folder(tmp_path, sandbox) as c:
         first, second = _archive(c, fileserver), _archive(c, fileserver)
         fresh = _fresh_database(tmp_path)
         verifier = c.archiver.signer.verifier
@@ -386,16 +396,13 @@ def test_an_interrupted_reindex_goes_on_where_it_stopped(
         done = reindex(fresh, c.store, verifier, batch=1)
         assert (done.imported, done.skipped, done.ok) == (1, 1, True)
         fresh.dispose()
-    finally:
-        c.close()
 
 
 @pytest.mark.damages_archive
 def test_jobs_are_checked_side_by_side_and_reported_in_job_order(
     tmp_path: Path, sandbox: str, fileserver: FileServer
 ) -> None:
-    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
-    try:
+    with _on_a_folder(tmp_path, sandbox) as c:
         jobs = [_archive(c, fileserver) for _ in range(3)]
         # The first two altered, the third left alone.
         flipped = [_flip_a_byte(c, job)[0] for job in jobs[:2]]
@@ -410,23 +417,18 @@ def test_jobs_are_checked_side_by_side_and_reported_in_job_order(
         with fresh.transaction() as s:
             assert list(s.scalars(select(Job.id))) == [jobs[2].id]
         fresh.dispose()
-    finally:
-        c.close()
 
 
 def test_reindex_refuses_a_parallel_of_zero_before_reading_anything(
     tmp_path: Path, sandbox: str, fileserver: FileServer
 ) -> None:
-    c = _container(tmp_path, "unused", sandbox, archive_url=f"file://{tmp_path / 'archive'}")
-    try:
+    with _on_a_folder(tmp_path, sandbox) as c:
         _archive(c, fileserver)
         _lose_the_database(c)
         run = _cli(c, "reindex", "--parallel", "0")
         assert run.returncode != 0
         assert "--parallel wants 1 to 64 jobs at once, got 0" in run.stderr
         assert "imported" not in run.stderr
-    finally:
-        c.close()
 
 
 class AllAtOnce:
