@@ -1,6 +1,7 @@
-"""Faults through real processes: the database restarted and stopped mid-burst, a worker
-killed between the provider call and the commit (S3 cut and hung: test_outage_s3.py, a file
-of its own so that the two longest groups of scenarios run side by side).
+"""Faults through real processes: the database restarted and stopped mid-burst (a worker
+killed between the provider call and the commit: test_outage_worker.py; S3 cut and hung:
+test_outage_s3.py; files of their own so that the suite's workers run the longest groups of
+scenarios side by side).
 
 Each scenario ends with the invariant of tests.support.faults (every job archived, exactly
 one manifest and its outputs, nothing else in the bucket, the audit clean, one paid
@@ -11,22 +12,17 @@ the defaults except where a test says why.
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
 from service.security.tokens import webhook_token
 from tests.support.faults import (
-    TEXT2IMG,
     Burst,
     assert_invariant,
     report,
-    submissions,
     wait_all_final,
 )
 from tests.support.pgcluster import PgCluster
@@ -79,18 +75,6 @@ def assert_unavailable_is_503(stack: Stack) -> None:
     assert hook.json()["error"]["code"] == "unavailable"
 
 
-@pytest.fixture
-def pg_stack(
-    pg_cluster: PgCluster, stack_factory: Callable[..., Stack]
-) -> Iterator[Callable[..., Stack]]:
-    def make(**env: str) -> Stack:
-        return stack_factory(pg_cluster.create_database(), **{**DEFAULTS, **env})
-
-    yield make
-    if not pg_cluster.running():
-        pg_cluster.start()  # a failed test must not leave the next one without a server
-
-
 @pytest.mark.timeout(150)
 def test_postgres_restart_mid_burst(pg_cluster: PgCluster, pg_stack: Callable[..., Stack]) -> None:
     stack = pg_stack()
@@ -125,83 +109,3 @@ def test_postgres_stopped_for_20_s_mid_burst(
     report("PostgreSQL stopped", len(jobs), ended - began, recovered)
     # The issue's bound: an outage of N seconds is over N + 30 s after it began.
     assert recovered <= 30, recovered
-
-
-class _HeldCallbacks:
-    """A transaction holding the callbacks table: a submit task that has called the provider
-    then blocks writing its answer, so the test can kill the worker exactly there."""
-
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-        self.conn = self.engine.connect()
-        self.conn.execute(text("LOCK TABLE callbacks IN EXCLUSIVE MODE"))
-
-    def release(self) -> None:
-        self.conn.rollback()
-        self.conn.close()
-        self.engine.dispose()
-
-
-def kill_between_call_and_commit(stack: Stack, prompt: str, count: int) -> list[dict[str, Any]]:
-    """Submit ``count`` jobs, let the worker call the provider for each, kill it before it can
-    commit the answers, then start a fresh worker."""
-    held = _HeldCallbacks(stack.env["GENVAULT_DATABASE_URL"])
-    try:
-        jobs = [
-            stack.submit(TEXT2IMG, {"model_id": "flux", "prompt": f"{prompt} {i}", "samples": 2})
-            for i in range(count)
-        ]
-        deadline = time.monotonic() + 30
-        while sum(submissions(stack).get(j["track_id"], 0) for j in jobs) < count:
-            assert time.monotonic() < deadline, stack.tail_logs()
-            time.sleep(0.05)
-        time.sleep(1.0)  # the answers are back; the writes wait on the lock
-        worker = stack.procs[-1]
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        held.release()
-    stack.start_worker("worker-after")
-    return jobs
-
-
-@pytest.mark.timeout(120)
-def test_worker_killed_between_provider_call_and_commit(
-    pg_stack: Callable[..., Stack],
-) -> None:
-    count = 6
-    stack = pg_stack(GENVAULT_WORKER_CONCURRENCY=str(count))
-    jobs = kill_between_call_and_commit(stack, "killed", count)
-    ended = time.monotonic()
-    # The webhooks (they carry our track_id) settle the jobs; nothing is submitted again.
-    recovered = wait_all_final(stack, jobs, timeout=60) - ended
-    assert_invariant(stack, jobs)
-    report("worker SIGKILLed between provider call and commit", count, 0.0, recovered)
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("resubmit", [False, True])
-def test_an_unanswered_submission_without_webhook(
-    resubmit: bool, pg_stack: Callable[..., Stack]
-) -> None:
-    count = 3
-    stack = pg_stack(
-        GENVAULT_WORKER_CONCURRENCY=str(count),
-        # Short, so the test does not wait minutes: the lease, and the grace for the webhook.
-        GENVAULT_WORKER_LEASE_SECONDS="4",
-        GENVAULT_SUBMIT_UNCERTAIN_GRACE_SECONDS="3",
-        GENVAULT_RESUBMIT_UNCERTAIN=str(resubmit).lower(),
-    )
-    jobs = kill_between_call_and_commit(stack, "lost [sandbox:webhook-never]", count)
-    wait_all_final(stack, jobs, timeout=60)
-    paid = submissions(stack)
-    for job in jobs:
-        done = stack.job(job["id"])
-        if resubmit:
-            assert done["status"] == "archived", done
-            assert paid[job["track_id"]] == 2
-        else:
-            assert done["status"] == "failed", done
-            assert done["error"]["code"] == "submission_uncertain"
-            assert "no answer was recorded" in done["error"]["message"]
-            assert paid[job["track_id"]] == 1
