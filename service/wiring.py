@@ -42,7 +42,6 @@ from service.providers.modelslab import ModelsLabClient
 from service.security.signing import signer_from_settings
 from service.storage.base import ArchiveStore
 from service.storage.filesystem import FilesystemStore
-from service.storage.s3 import S3Store
 from service.storage.url import parse_archive_url
 from service.tasks.kinds import TaskKind
 from service.tasks.queue import TaskQueue
@@ -59,6 +58,10 @@ def build_store(settings: Settings) -> ArchiveStore:
         secret = settings.secret if settings.secret_key is not None else None
         return FilesystemStore(location.path, url_base=settings.public_url, secret=secret)
     assert location.bucket is not None
+    # Imported here: boto3 costs each process about 0.1 s of CPU to import, and a service on
+    # the embedded file archive never needs it.
+    from service.storage.s3 import S3Store
+
     return S3Store(
         location.bucket,
         location.prefix,

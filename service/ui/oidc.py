@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import requests
-from authlib.common.errors import AuthlibBaseError  # type: ignore[import-untyped]
-from authlib.integrations.base_client import MismatchingStateError  # type: ignore[import-untyped]
-from authlib.integrations.flask_client import OAuth  # type: ignore[import-untyped]
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from flask import session as cookie
 from joserfc.errors import JoseError
@@ -64,6 +61,10 @@ def configure(app: Flask, settings: Settings) -> None:
         app.extensions[ROLES] = rolemap.parse_role_map(settings.oidc_role_map)
     except ValueError as exc:
         raise ConfigError(f"GENVAULT_OIDC_ROLE_MAP: {exc}") from None
+    # Imported only when sign-in is configured: authlib costs each process about 0.2 s of CPU
+    # to import, paid at every worker's start.
+    from authlib.integrations.flask_client import OAuth  # type: ignore[import-untyped]
+
     client = OAuth(app).register(
         "idp",
         client_id=client_id,
@@ -162,6 +163,11 @@ def callback() -> BaseResponse | tuple[str, int]:
 
 def _verified_token(settings: Settings) -> dict[str, Any] | tuple[str, int]:
     """The token response with its ID token verified (``userinfo``: its claims), or a page."""
+    from authlib.common.errors import AuthlibBaseError  # type: ignore[import-untyped]
+    from authlib.integrations.base_client import (  # type: ignore[import-untyped]
+        MismatchingStateError,
+    )
+
     client = _client()
     # A provider that restarts signs with a new key. Authlib keeps the key set it fetched
     # in the client's metadata; dropping it here loads the provider's current keys for each
