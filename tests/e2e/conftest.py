@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.archive_checks import ImageOrigin
+from tests.support.faults import DEFAULTS
 from tests.support.pgcluster import PgCluster
 from tests.support.stack import Stack
 
@@ -21,8 +22,7 @@ def pg_stack(
     pg_cluster: PgCluster, stack_factory: Callable[..., Stack]
 ) -> Iterator[Callable[..., Stack]]:
     """Stacks on databases of this module's own PostgreSQL cluster (pg_cluster), which the
-    outage scenarios stop and restart; settings the defaults (test_outage.DEFAULTS)."""
-    from tests.e2e.test_outage import DEFAULTS
+    outage scenarios stop and restart; settings the defaults (faults.DEFAULTS)."""
 
     def make(**env: str) -> Stack:
         return stack_factory(pg_cluster.create_database(), **{**DEFAULTS, **env})

@@ -11,7 +11,6 @@ the defaults except where a test says why.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -19,40 +18,13 @@ import pytest
 import requests
 
 from service.security.tokens import webhook_token
-from tests.support.faults import (
-    Burst,
-    assert_invariant,
-    report,
-    wait_all_final,
-)
+from tests.support.faults import assert_invariant, mid_burst, report, wait_all_final
 from tests.support.pgcluster import PgCluster
 from tests.support.stack import SECRET, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-# Per scenario: enough to catch jobs in every state, small enough for 2 cores. The issue's
-# full scenarios run on demand: GENVAULT_FAULT_JOBS=100 GENVAULT_FAULT_S3_SECONDS=30.
-JOBS = int(os.environ.get("GENVAULT_FAULT_JOBS", "16"))
 DB_OUTAGE = 20.0
-S3_OUTAGE = float(os.environ.get("GENVAULT_FAULT_S3_SECONDS", "10"))
-# The defaults the stack fixture tunes down for speed; fault figures are for the defaults.
-DEFAULTS = {
-    "GENVAULT_WORKER_POLL_INTERVAL": "1",
-    "GENVAULT_POLL_GRACE_SECONDS": "10",
-    "GENVAULT_RETRY_BASE_SECONDS": "2",
-    "GENVAULT_RECONCILE_INTERVAL_SECONDS": "60",
-}
-
-
-def mid_burst(stack: Stack, count: int = JOBS) -> Burst:
-    """Start a burst and return once about half of it is in."""
-    burst = Burst(stack, count)
-    burst.start()
-    deadline = time.monotonic() + 30
-    while len(burst.jobs) < count // 2 and not burst.errors:
-        assert time.monotonic() < deadline, stack.tail_logs()
-        time.sleep(0.05)
-    return burst
 
 
 def assert_unavailable_is_503(stack: Stack) -> None:

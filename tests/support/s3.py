@@ -35,7 +35,11 @@ class _OneConditionalWriteAtATime:
         if "HTTP_IF_NONE_MATCH" not in environ and "HTTP_IF_MATCH" not in environ:
             return self.app(environ, start_response)
         with self.lock:
-            return list(self.app(environ, start_response))  # the whole answer, inside the lock
+            answer = self.app(environ, start_response)
+            try:
+                return list(answer)  # the whole answer, inside the lock
+            finally:
+                getattr(answer, "close", lambda: None)()  # as a WSGI server would
 
 
 def start_moto_server(port: int) -> Any:
