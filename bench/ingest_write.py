@@ -9,7 +9,9 @@ PostgreSQL it also prints the fixed costs of a statement: a `SELECT 1` round tri
 one-row INSERT committed with and without waiting for its WAL flush.
 
 bench/webhook_cpu.py measures the write inside the app, and bench/ingest.py under load;
-this says what the write is made of.
+this says what the write is made of. On SQLite it also counts the pages a lone callback's
+commit appends to the write-ahead log, by table and index (bench/wal_pages.py): a figure
+that, unlike CPU and wall time, the machine's load does not move.
 
     .venv/bin/python bench/ingest_write.py [--callbacks 1600] [--databases sqlite,postgresql]
 """
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import wal_pages  # noqa: E402
 from bench_support import cpu_seconds, databases  # noqa: E402
 from ingest import insert_jobs  # noqa: E402
 
@@ -75,7 +78,7 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
     if postgres:  # as service/wiring.py makes the webhook's own engine
         engine.dispose()
         engine = make_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT")
-    track_ids = iter(insert_jobs(url, callbacks * (len(BATCHES) + 1) + 64))
+    track_ids = iter(insert_jobs(url, callbacks * (len(BATCHES) + 3) + 64))
     ingest = WebhookIngest(engine)
     body = {"status": "success", "output": ["https://cdn.example/a.png"]}
     result = {"status": "success", "outputs": ["https://cdn.example/a.png"]}
@@ -111,6 +114,14 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
             f"  batch of {size:2}:  this process {client / size:5.0f} us{server_text}"
             f"  wall {wall / size:6.0f} us"
         )
+    if not postgres:
+        # The ingest's own connection, as the batches above left it.
+        conn = ingest._raw.dbapi_connection
+        path = Path(engine.url.database or "")
+        pages = wal_pages.per_write(conn, path, lambda: ingest._write(batch(1)), callbacks)
+        print(f"  a lone callback:  {_pages(pages)}")
+        pages = wal_pages.per_write(conn, path, lambda: ingest._write(batch(4)), callbacks // 4)
+        print(f"  batches of 4:     {_pages(pages)}")
     # The whole of WebhookIngest.record for a lone caller: JSON texts, the group commit's
     # hand-over and (SQLite) the writers' turn around the same write.
     values = {"status": "success", "body": body, "result": result}
@@ -152,7 +163,16 @@ def naive_row(url: str, callbacks: int) -> None:
     client, server, wall = per_call(write, callbacks, pid)
     server_text = f"  server {server:5.0f} us" if pid is not None else ""
     print(f"  naive receiver:   this process {client:5.0f} us{server_text}  wall {wall:6.0f} us")
+    if naive_durable.SQLITE:
+        pages = wal_pages.per_write(conn, Path(url.removeprefix("sqlite:///")), write, callbacks)
+        print(f"  naive receiver:   {_pages(pages)}")
     conn.close()
+
+
+def _pages(by_owner: dict[str, float]) -> str:
+    """WAL pages per commit, in all and by table or index (bench/wal_pages.py)."""
+    parts = ", ".join(f"{name} {count:.2f}" for name, count in by_owner.items())
+    return f"{sum(by_owner.values()):.2f} WAL pages a commit ({parts})"
 
 
 def fixed_costs(engine: Engine, pid: int | None) -> None:

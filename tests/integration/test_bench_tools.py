@@ -38,3 +38,27 @@ def test_the_delay_proxy_adds_its_round_trips_and_keeps_the_bytes(tmp_path: Path
 def test_no_round_trip_is_the_server_itself(tmp_path: Path) -> None:
     with file_server(tmp_path) as server, delayed(server, 0) as same:
         assert same is server
+
+
+def test_the_wal_page_count_names_the_table_and_index_a_commit_wrote(tmp_path: Path) -> None:
+    # bench/ingest_write.py's pages per commit: one single-page table and its single-page
+    # index, a commit per row, so each commit writes each of them once and nothing else.
+    import sqlite3
+
+    import wal_pages
+
+    path = tmp_path / "x.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX t_v ON t (v)")
+    conn.execute("CREATE TABLE untouched (x)")
+    rows = iter(range(100))
+
+    def write() -> None:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {next(rows)}",))
+
+    assert wal_pages.per_write(conn, path, write, 10) == {"t": 1.0, "t_v": 1.0}
+    # Automatic checkpoints are back on, at the value they had.
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    conn.close()
