@@ -117,10 +117,9 @@ def bench_database(name: str, url: str, callbacks: int) -> None:
     if not postgres:
         # The ingest's own connection, as the batches above left it.
         conn = ingest._raw.dbapi_connection
-        path = Path(engine.url.database or "")
-        pages = wal_pages.per_write(conn, path, lambda: ingest._write(batch(1)), callbacks)
+        pages = wal_pages.per_write(conn, lambda: ingest._write(batch(1)), callbacks)
         print(f"  a lone callback:  {_pages(pages)}")
-        pages = wal_pages.per_write(conn, path, lambda: ingest._write(batch(4)), callbacks // 4)
+        pages = wal_pages.per_write(conn, lambda: ingest._write(batch(4)), callbacks // 4)
         print(f"  batches of 4:     {_pages(pages)}")
     # The whole of WebhookIngest.record for a lone caller: JSON texts, the group commit's
     # hand-over and (SQLite) the writers' turn around the same write.
@@ -164,7 +163,7 @@ def naive_row(url: str, callbacks: int) -> None:
     server_text = f"  server {server:5.0f} us" if pid is not None else ""
     print(f"  naive receiver:   this process {client:5.0f} us{server_text}  wall {wall:6.0f} us")
     if naive_durable.SQLITE:
-        pages = wal_pages.per_write(conn, Path(url.removeprefix("sqlite:///")), write, callbacks)
+        pages = wal_pages.per_write(conn, write, callbacks)
         print(f"  naive receiver:   {_pages(pages)}")
     conn.close()
 

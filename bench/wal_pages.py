@@ -44,7 +44,7 @@ def owners(conn: sqlite3.Connection) -> dict[int, str]:
 
 
 def per_write(
-    conn: sqlite3.Connection, path: Path, write: Callable[[], object], count: int
+    conn: sqlite3.Connection, write: Callable[[], object], count: int
 ) -> dict[str, float]:
     """Pages the log gains per call of ``write`` (each its own commit, on ``conn``), by the
     table or index they belong to, over ``count`` calls.
@@ -52,6 +52,10 @@ def per_write(
     ``conn`` must be the connection ``write`` commits on: its automatic checkpoints are
     turned off for the count (one would empty the log), then back on.
     """
+    # The log lies beside the database file, which the connection itself names.
+    path = next(
+        Path(file) for _, name, file in conn.execute("PRAGMA database_list") if name == "main"
+    )
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     (previous,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import requests
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import wal_pages  # noqa: E402
 from bench_support import delayed, file_server  # noqa: E402
 
 
@@ -43,10 +45,6 @@ def test_no_round_trip_is_the_server_itself(tmp_path: Path) -> None:
 def test_the_wal_page_count_names_the_table_and_index_a_commit_wrote(tmp_path: Path) -> None:
     # bench/ingest_write.py's pages per commit: one single-page table and its single-page
     # index, a commit per row, so each commit writes each of them once and nothing else.
-    import sqlite3
-
-    import wal_pages
-
     path = tmp_path / "x.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -58,7 +56,7 @@ def test_the_wal_page_count_names_the_table_and_index_a_commit_wrote(tmp_path: P
     def write() -> None:
         conn.execute("INSERT INTO t (v) VALUES (?)", (f"row {next(rows)}",))
 
-    assert wal_pages.per_write(conn, path, write, 10) == {"t": 1.0, "t_v": 1.0}
+    assert wal_pages.per_write(conn, write, 10) == {"t": 1.0, "t_v": 1.0}
     # Automatic checkpoints are back on, at the value they had.
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     conn.close()
