@@ -185,11 +185,9 @@ class Callback(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "source", "body_sha256", name="uq_callbacks_body"),
         # Only the pending ones (0011): the worker finds them at the same cost at any size.
-        Index(
-            "ix_callbacks_pending",
-            "id",
-            postgresql_where=text("pending"),
-            sqlite_where=text("pending"),
+        # PostgreSQL's only: SQLite finds them above a floor (db/pending_callbacks.py, 0012).
+        Index("ix_callbacks_pending", "id", postgresql_where=text("pending")).ddl_if(
+            dialect="postgresql"
         ),
     )
 

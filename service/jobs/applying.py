@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from service.db import pending_callbacks
 from service.db.availability import is_unavailable
 from service.db.models import Callback
 from service.db.session import Database
@@ -84,12 +85,19 @@ class PendingCallbacks:
         # A plain read first: nearly every pass finds nothing, and on SQLite a transaction
         # takes the write lock the webhooks wait on.
         with self.db.read() as conn:
-            if conn.execute(select(Callback.id).where(Callback.pending).limit(1)).first() is None:
-                return 0, 0
+            dialect = conn.dialect.name
+            waiting = pending_callbacks.pending(dialect)
+            found = conn.execute(select(Callback.id).where(waiting).limit(1)).first()
+            behind = found is None and pending_callbacks.lag(conn) > pending_callbacks.LAG
+        if found is None:
+            if behind:  # callbacks that were never pending piled up above SQLite's floor
+                with self.db.transaction() as session:
+                    pending_callbacks.advance(session)
+            return 0, 0
         with self.db.transaction() as session:
             rows = session.execute(
                 select(Callback.id, Callback.job_id, Callback.result)
-                .where(Callback.pending)
+                .where(waiting)
                 .order_by(Callback.id)
                 .limit(self.batch)
                 # Two workers share the backlog instead of queueing on each other's rows.
@@ -134,6 +142,7 @@ class PendingCallbacks:
                     .values(pending=False)
                     .execution_options(synchronize_session=False)
                 )
+            pending_callbacks.advance(session)
         return len(rows), len(settled)
 
 

@@ -2,10 +2,11 @@
 
 The provider waits on the webhook, so the request does the least that keeps the promise
 "answered 200 means kept": one INSERT of the callback, marked pending. The job's state
-machine runs later, in the worker, which finds pending callbacks through a partial index
-(jobs/applying.py). Queuing a task beside each callback, as earlier releases did, cost a
-second INSERT with four index entries and a foreign-key check on this path (bench/ingest.py:
-the database's CPU per webhook fell from 280 to 219 us without it). The requests of one
+machine runs later, in the worker, which finds pending callbacks without reading the table
+(jobs/applying.py, db/pending_callbacks.py). Queuing a task beside each callback, as
+earlier releases did, cost a second INSERT with four index entries and a foreign-key check
+on this path (bench/ingest.py: the database's CPU per webhook fell from 280 to 219 us
+without it). The requests of one
 process that arrive together share that write (db/group_commit.py): under load most of a
 lone write's cost was its commit.
 

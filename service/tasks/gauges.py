@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from service import metrics
+from service.db import pending_callbacks
 from service.db.models import Callback, Task
 from service.db.session import Database
 from service.db.types import utcnow
@@ -24,7 +25,9 @@ def refresh(db: Database) -> None:
         # Webhook callbacks wait as rows of their own (jobs/applying.py): the ``callback``
         # kind counts them with any callback tasks, so alerts on queue age see them.
         pending, received = session.execute(
-            select(func.count(), func.min(Callback.received_at)).where(Callback.pending)
+            select(func.count(), func.min(Callback.received_at)).where(
+                pending_callbacks.pending(session.get_bind().dialect.name)
+            )
         ).one()
     found = {str(kind): (count, oldest) for kind, count, oldest in rows}
     if pending:

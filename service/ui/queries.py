@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import false, func, literal_column, select, text
 from sqlalchemy.orm import Session
 
-from service.db import search
+from service.db import pending_callbacks, search
 from service.db.models import DEFAULT_PROJECT, Asset, Callback, Job, Task
 from service.db.sets import among
 from service.jobs import operator_retry
@@ -261,7 +261,8 @@ def operations(session: Session, now: datetime, failures: int = 20) -> Operation
             .limit(failures)
         ).scalars()
     )
-    pending = session.execute(select(func.count()).where(Callback.pending)).scalar_one()
+    waiting = pending_callbacks.pending(session.get_bind().dialect.name)
+    pending = session.execute(select(func.count()).where(waiting)).scalar_one()
     return Operations(
         callbacks_pending=int(pending),
         queued=int(tasks.get(TaskStatus.QUEUED, 0)),

@@ -3,8 +3,9 @@
 The webhook writes only the callback (tests/integration/test_speed.py); these check the
 other half on both databases: the real Worker takes pending callbacks before it claims, a
 callback that cannot be applied becomes a retried task instead of blocking the rest, the
-queue gauges and the operations page count the pending ones, retention keeps them, and
-downgrading the revision hands them back to tasks.
+queue gauges and the operations page count the pending ones, retention keeps them,
+downgrading the revision hands them back to tasks, and SQLite finds them above a floor
+instead of in an index (0012).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text, update
 
+from service.db import pending_callbacks
 from service.db.migrate import alembic_config, upgrade
 from service.db.models import Callback, Job, Task
 from service.db.retention import prune
@@ -173,3 +175,97 @@ def test_the_intake_never_waits_for_a_job_another_transaction_holds(
     # Once the other transaction ends, the next pass applies it.
     assert intake.apply() == 1
     assert _status(container, held["id"]) == "archiving"
+
+
+def _floor(c: Container) -> int:
+    with c.db.read() as conn:
+        return int(conn.execute(text("SELECT id FROM callbacks_floor")).scalar_one())
+
+
+def _pending_ids(c: Container) -> list[int]:
+    with c.db.read() as conn:
+        return list(conn.execute(select(Callback.id).where(Callback.pending)).scalars())
+
+
+def test_sqlite_finds_pending_callbacks_above_a_floor_that_the_intake_raises(
+    client: FlaskClient, container: Container
+) -> None:
+    """0012: SQLite has no index of pending callbacks; they are the pending rows above a
+    floor, which only the intake raises, and which a delete of the highest rows lowers."""
+    if container.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL keeps the partial index: its ids do not follow commit order")
+    with container.db.read() as conn:
+        indexes = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'"))
+        assert "ix_callbacks_pending" not in set(indexes.scalars())
+        # Found by rowid from the floor up, not by reading the table.
+        intake = select(Callback.id).where(pending_callbacks.pending("sqlite"))
+        sql = (
+            intake.order_by(Callback.id)
+            .limit(100)
+            .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        )
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+        assert any("INTEGER PRIMARY KEY (rowid>?)" in row[-1] for row in plan), plan
+    jobs = [submit_job(client) for _ in range(4)]
+    for job in jobs[:2]:
+        _hook(client, job["track_id"], SUCCESS)
+    first, second = _pending_ids(container)
+    # A batch of one stops the floor right below the callback still pending.
+    PendingCallbacks(container.db, container.queue, container.timing, batch=1).apply()
+    assert _floor(container) == first
+    PendingCallbacks(container.db, container.queue, container.timing).apply()
+    assert (_floor(container), _pending_ids(container)) == (second, [])
+
+    # The highest callback deleted (say its job was erased): SQLite gives its id to the next
+    # row, which is at the floor. The trigger lowers the floor, so it is still found.
+    with container.db.transaction() as s:
+        s.execute(text("DELETE FROM callbacks WHERE id = :id"), {"id": second})
+    assert _floor(container) == first
+    _hook(client, jobs[2]["track_id"], SUCCESS)
+    assert _pending_ids(container) == [second]  # the same id, again
+    assert PendingCallbacks(container.db, container.queue, container.timing).apply() == 1
+    assert _status(container, jobs[2]["id"]) == "archiving"
+
+    # Callbacks that were never pending (submit and poll answers) pile up above the floor
+    # until a pass that finds nothing pending raises it past them.
+    with container.db.transaction() as s:
+        s.execute(
+            text(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)"
+                " INSERT INTO callbacks (job_id, source, status, body, result, body_sha256,"
+                " received_at, pending) SELECT :job, 'poll', 'processing', '{}', '{}',"
+                " printf('%064d', i), CURRENT_TIMESTAMP, 0 FROM n"
+            ),
+            {"job": jobs[3]["id"]},
+        )
+        top = s.execute(select(func.max(Callback.id))).scalar_one()
+    assert _floor(container) == second
+    assert PendingCallbacks(container.db, container.queue, container.timing).apply() == 0
+    assert _floor(container) == top
+
+
+def test_0012_starts_sqlite_s_floor_below_the_oldest_pending_callback(
+    client: FlaskClient, container: Container
+) -> None:
+    if container.db.dialect != "sqlite":
+        pytest.skip("0012 changes nothing on PostgreSQL")
+    jobs = [submit_job(client) for _ in range(3)]
+    for job in jobs:
+        _hook(client, job["track_id"], SUCCESS)
+    low, middle, high = _pending_ids(container)
+    with container.db.transaction() as s:
+        s.execute(update(Callback).where(Callback.id != middle).values(pending=False))
+    engine = make_engine(container.settings.database_url)
+    try:
+        config = alembic_config(engine)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0011")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM callbacks WHERE pending")).scalar() == 1
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    assert _floor(container) == low
+    assert PendingCallbacks(container.db, container.queue, container.timing).apply() == 1
+    assert _floor(container) == high
