@@ -19,7 +19,7 @@ import pytest
 from alembic import command
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 
 from service.db import pending_callbacks
 from service.db.migrate import alembic_config, upgrade
@@ -42,6 +42,13 @@ SUCCESS = {
 def _hook(client: FlaskClient, track_id: str, body: dict[str, Any]) -> None:
     r = post_callback(client, track_id, {**body, "track_id": track_id})
     assert r.get_json() == {"status": "accepted"}
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
 
 
 def _status(c: Container, job_id: str) -> str:
@@ -129,10 +136,7 @@ def test_downgrading_0011_gives_pending_callbacks_their_tasks(
     _hook(client, job["track_id"], SUCCESS)
     engine = make_engine(container.settings.database_url)
     try:
-        config = alembic_config(engine)
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0010")
+        _downgrade(engine, "0010")
         with engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT job_id, payload FROM tasks WHERE kind = 'callback'")
@@ -257,10 +261,7 @@ def test_0012_starts_sqlite_s_floor_below_the_oldest_pending_callback(
         s.execute(update(Callback).where(Callback.id != middle).values(pending=False))
     engine = make_engine(container.settings.database_url)
     try:
-        config = alembic_config(engine)
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0011")
+        _downgrade(engine, "0011")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM callbacks WHERE pending")).scalar() == 1
         upgrade(engine)
