@@ -67,7 +67,9 @@ def pending(dialect: str) -> ColumnElement[bool]:
     """A WHERE clause on ``callbacks``: the callback waits for the worker."""
     if uses_floor(dialect):
         return and_(Callback.id > select(_FLOOR.c.id).scalar_subquery(), Callback.pending)
-    return Callback.pending.is_(True)
+    # The bare column, as the index's predicate says it: PostgreSQL does not prove that
+    # "pending IS true" implies "pending", and reads the whole table for it.
+    return and_(Callback.pending)
 
 
 def lag(conn: Connection) -> int:
