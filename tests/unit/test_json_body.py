@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.strict_json import _HUGE_NUMBER, MAX_DEPTH, BadJson, loads, loads_object, nesting_depth
+from service.strict_json import (
+    MAX_DEPTH,
+    BadJson,
+    _may_overflow,
+    loads,
+    loads_object,
+    nesting_depth,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,9 +74,25 @@ def test_every_number_too_large_for_a_float_is_refused(number: str) -> None:
             loads(body.encode())
 
 
+_NUMBER = r"-?(0|[1-9][0-9]{0,320})(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,5})?"
+_SHAPES = ['{{"n": {}}}', "[{}]", "[{} ]", "[{}\n, 1]", '{{"s": "e123", "n":{}}}']
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(_NUMBER, fullmatch=True), st.sampled_from(_SHAPES))
+def test_every_number_that_overflows_takes_the_checked_way(number: str, shape: str) -> None:
+    body = shape.format(number).encode()
+    if math.isinf(float(number)):
+        assert _may_overflow(body), body
+        with pytest.raises(BadJson, match="too large"):
+            loads(body)
+    else:
+        assert loads(body) == json.loads(body)
+
+
 def test_hex_ids_and_ordinary_floats_keep_the_fast_parse() -> None:
     body = b'{"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}'
-    assert not _HUGE_NUMBER.search(body)
+    assert not _may_overflow(body)
     assert loads(body) == {"track_id": "ab5e123f00", "t": 1.5e10, "eta": 416.94, "n": 1e99}
 
 
