@@ -32,10 +32,6 @@ _BIG_EXPONENT = re.compile(rb"[eE]\+?[0-9]{3,}+(?![A-Za-z_.])")
 _LONG_DIGITS = re.compile(rb"[0-9]{200}")
 
 
-def _may_overflow(raw: bytes) -> bool:
-    return bool(_BIG_EXPONENT.search(raw) or _LONG_DIGITS.search(raw))
-
-
 # Keep only the brackets once strings are gone.
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -61,6 +57,11 @@ def nesting_depth(body: bytes, limit: int = MAX_DEPTH) -> int:
         else:
             depth -= 1
     return deepest
+
+
+def _may_overflow(raw: bytes) -> bool:
+    """Whether ``raw`` may hold a number too large for a float (then it is parsed checked)."""
+    return bool(_BIG_EXPONENT.search(raw) or _LONG_DIGITS.search(raw))
 
 
 def _refuse_constant(name: str) -> Any:

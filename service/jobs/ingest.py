@@ -6,9 +6,8 @@ machine runs later, in the worker, which finds pending callbacks without reading
 (jobs/applying.py, db/pending_callbacks.py). Queuing a task beside each callback, as
 earlier releases did, cost a second INSERT with four index entries and a foreign-key check
 on this path (bench/ingest.py: the database's CPU per webhook fell from 280 to 219 us
-without it). The requests of one
-process that arrive together share that write (db/group_commit.py): under load most of a
-lone write's cost was its commit.
+without it). The requests of one process that arrive together share that write
+(db/group_commit.py): under load most of a lone write's cost was its commit.
 
 On PostgreSQL a batch is a single statement in autocommit mode, one round trip: the
 requests come as one JSON array, and a data-modifying CTE inserts the callbacks (ON
