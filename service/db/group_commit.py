@@ -38,9 +38,8 @@ class _Slot(Generic[T, R]):
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
-        # Held from the start: the caller blocks on it until a leader releases it.
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        # Given only to a caller that waits (see submit): the one that leads needs none.
+        self.wake: threading.Lock | None = None
 
 
 class GroupCommit(Generic[T, R]):
@@ -72,10 +71,15 @@ class GroupCommit(Generic[T, R]):
         with self._lock:
             self._queued.append(slot)
             lead = not self._writing
-            self._writing = True
+            if lead:
+                self._writing = True
+            else:
+                # Made held, under the lock: the leader that takes this slot releases it.
+                slot.wake = wake = threading.Lock()
+                wake.acquire()
         if not lead:
             # Woken once: our batch was written, or it is our turn to lead.
-            slot.wake.acquire()
+            wake.acquire()
         while not slot.done:
             # With more than max_batch queued ahead of us, we may lead more than once.
             self._lead(slot)
@@ -115,6 +119,13 @@ class GroupCommit(Generic[T, R]):
                 self._writing = False
         for s in batch:
             if s is not me:
-                s.wake.release()
+                _wake(s)
         if successor is not None:
-            successor.wake.release()
+            _wake(successor)
+
+
+def _wake(slot: _Slot[T, R]) -> None:
+    # Only a caller that waits is ever woken (a leader's own slot is taken by itself), and
+    # every waiting caller has its lock.
+    assert slot.wake is not None
+    slot.wake.release()

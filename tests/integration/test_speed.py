@@ -214,6 +214,54 @@ def test_after_a_batch_sqlite_can_checkpoint_its_whole_log(
     assert busy == 0, "a reader still holds the log"
 
 
+def test_sqlite_skips_the_foreign_key_check_only_on_the_writers_own_connection(
+    client: FlaskClient, container: Container
+) -> None:
+    """The webhook's statement finds the job itself, so its connection checks no foreign
+    key; that connection leaves the pool, and every other keeps checking them."""
+    if container.db.engine.dialect.name != "sqlite":
+        pytest.skip("a setting of SQLite's connections: PostgreSQL always checks")
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError
+
+    job = _job(client)
+    assert _hook(client, job["track_id"], {**SUCCESS, "track_id": job["track_id"]}).get_json() == {
+        "status": "accepted"
+    }
+    ingest = container.receiver.ingest
+    own = ingest._raw.dbapi_connection
+    assert own.execute("PRAGMA foreign_keys").fetchone() == (0,)
+    # Every pooled connection still checks: a callback for no job is refused.
+    pooled = [container.db.engine.raw_connection() for _ in range(3)]
+    try:
+        assert all(p.dbapi_connection is not own for p in pooled)
+        assert {p.dbapi_connection.execute("PRAGMA foreign_keys").fetchone() for p in pooled} == {
+            (1,)
+        }
+    finally:
+        for p in pooled:
+            p.close()
+    with pytest.raises(IntegrityError), container.db.transaction() as s:
+        s.add(
+            Callback(
+                job_id="no-such-job",
+                source="poll",
+                status="success",
+                body={},
+                result={},
+                body_sha256="9" * 64,
+            )
+        )
+    # Let go, the connection is closed, not returned to the pool with the check off.
+    ingest.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        own.execute("SELECT 1")
+    assert _hook(
+        client, job["track_id"], {**SUCCESS, "id": 2, "track_id": job["track_id"]}
+    ).get_json() == {"status": "accepted"}, "the next batch takes a fresh connection"
+
+
 def test_a_body_with_an_escaped_nul_is_stored_as_sent(
     client: FlaskClient, container: Container
 ) -> None:

@@ -845,6 +845,33 @@ def test_generated_urls(url: str) -> None:
     check_url(url)
 
 
+# Strings that look like http(s) URLs in every way the service's shortcut for plain ones
+# (parsing._PLAIN_HTTP_URL) could get wrong: case, userinfo, ports, brackets, dots, spaces.
+plain_hosts = st.lists(st.text(alphabet="aZ09-", min_size=1, max_size=4), max_size=3).map(".".join)
+url_like = st.builds(
+    lambda scheme, host, dot, port, tail: scheme + host + dot + port + tail,
+    st.sampled_from(["http://", "https://", "HTTP://", "Https://", "http:/", "http:", "ftp://"]),
+    plain_hosts | st.text(alphabet="aZ09.-_:@[]%ℍ é\t", max_size=12),
+    st.sampled_from(["", "", ".", ".."]),
+    st.sampled_from(["", "", ":", ":80", ":8a", ":99999", "@h", ":p@h"]),
+    st.text(alphabet="/?#:@.a \t\n\x0b", max_size=6),
+)
+
+
+@generated
+@given(url_like | st.text(max_size=16))
+def test_generated_http_urls(value: str) -> None:
+    assert _outcome(new_parsing._http_url, value) == _outcome(_http_url, value)
+
+
+def _outcome(function: Callable[[str], str | None], value: str) -> tuple[str, Any]:
+    # urlsplit refuses some hosts ("[::1", "h]") with ValueError: the same refusal counts.
+    try:
+        return ("returned", function(value))
+    except ValueError as exc:
+        return ("raised", str(exc))
+
+
 @generated
 @given(modelslab_bodies, secrets_lists)
 def test_generated_modelslab_bodies(body: dict[str, Any], secrets: list[str]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import random
 
 import pytest
@@ -33,6 +36,20 @@ def test_webhook_token_is_bound_to_secret_provider_and_track_id() -> None:
     assert verify_webhook_token(SECRET, "modelslab", "abc", token + "=")  # padded base64 too
     assert not verify_webhook_token(SECRET, "modelslab", "abc", "")
     assert not verify_webhook_token(SECRET, "modelslab", "abc", None)
+
+
+def test_tokens_are_the_standard_hmac_whatever_secrets_came_before() -> None:
+    # Tokens are made from a keyed HMAC kept per secret and copied for each message: more
+    # secrets than it keeps, interleaved, must each give the one-shot HMAC-SHA256's token.
+    secrets = [b"s3cret", b"", b"k" * 64, b"k" * 65, *(f"secret-{n}".encode() for n in range(12))]
+    rng = random.Random(7)
+    for _ in range(400):
+        secret = rng.choice(secrets)
+        track_id = f"{rng.getrandbits(64):x}"
+        digest = hmac.digest(secret, f"modelslab{track_id}".encode(), hashlib.sha256)
+        expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert webhook_token(secret, "modelslab", track_id) == expected
+        assert verify_webhook_token(secret, "modelslab", track_id, expected)
 
 
 def test_file_signatures_expire_and_never_double_as_webhook_tokens() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,34 @@ def test_a_turn_that_fails_fails_its_callers_and_the_next_one_writes() -> None:
     with pytest.raises(OSError, match="lock file"):
         group.submit(1)
     assert group.submit(2) == 2
+
+
+def test_writer_turns_are_exclusive_across_files_opened_apart_and_freed_by_an_error(
+    tmp_path: Path,
+) -> None:
+    """WriterTurns (jobs/ingest.py), the turn GroupCommit's leaders take on SQLite: two of
+    them on one database exclude each other as two processes would (an flock on separate
+    opens of the lock file), and a write that raises gives the turn up."""
+    from service.jobs.ingest import WriterTurns
+
+    first, second = WriterTurns(str(tmp_path / "db")), WriterTurns(str(tmp_path / "db"))
+    entered = threading.Event()
+
+    def take_second() -> None:
+        with second.turn():
+            entered.set()
+
+    waiter = threading.Thread(target=take_second)
+
+    def failing_write() -> None:
+        with first.turn():
+            waiter.start()
+            assert not entered.wait(0.2), "the second took a turn the first holds"
+            raise RuntimeError("the write failed")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
+    assert entered.wait(5), "the failed write did not give its turn up"
+    waiter.join(5)
+    with first.turn():  # and the first can take it again, from this thread or another
+        pass
