@@ -332,7 +332,8 @@ class WebhookIngest:
     def _drop(self, *, invalidate: bool = False) -> None:
         raw, self._raw, self._cursor = self._raw, None, None
         if raw is not None:
-            if invalidate:
+            # SQLite's is out of the pool (_own_sqlite_connection): closing it closes it.
+            if invalidate and self.engine.dialect.name != "sqlite":
                 raw.invalidate()
             raw.close()
 

@@ -253,10 +253,21 @@ def test_sqlite_skips_the_foreign_key_check_only_on_the_writers_own_connection(
                 body_sha256="9" * 64,
             )
         )
-    # Let go, the connection is closed, not returned to the pool with the check off.
+    # Let go, the connection is closed, not returned to the pool with the check off...
     ingest.close()
     with pytest.raises(sqlite3.ProgrammingError):
         own.execute("SELECT 1")
+    # ...and so it is when a write fails on it; the next batch takes a fresh one.
+    second = _job(client)
+    values = callback_values(ProviderResult(ResultStatus.SUCCESS, raw=SUCCESS), digest="a" * 64)
+    ingest.record("modelslab", second["track_id"], values)
+    failing = ingest._raw.dbapi_connection
+    failing.execute("PRAGMA query_only=ON")
+    values = callback_values(ProviderResult(ResultStatus.SUCCESS, raw=SUCCESS), digest="b" * 64)
+    with pytest.raises(sqlite3.OperationalError):
+        ingest.record("modelslab", second["track_id"], values)
+    with pytest.raises(sqlite3.ProgrammingError):
+        failing.execute("SELECT 1")
     assert _hook(
         client, job["track_id"], {**SUCCESS, "id": 2, "track_id": job["track_id"]}
     ).get_json() == {"status": "accepted"}, "the next batch takes a fresh connection"
